@@ -1,5 +1,15 @@
-"""Rollout: batched sampling with a KV cache and multi-round episodes."""
+"""Rollout: batched sampling with a KV cache and multi-round episodes.
 
+    traj = rlx.rollout.sample(policy, params, prompts, key, temperature=1.0, max_new_tokens=64)
+    traj = rlx.rollout.run_episodes(policy, params, env, env_params, key, batch_size=16,
+                                    **rlx.rollout.rollout_kwargs(config.rollout))
+"""
+
+from rlx.rollout.config import SamplingConfig, default_config, rollout_kwargs
+from rlx.rollout.episodes import episode_keys, run_episodes
+from rlx.rollout.sampler import sample
+from rlx.rollout.sampling import filter_logits, select_tokens
 from rlx.rollout.trajectory import FinishReason, Trajectory
 
-__all__ = ["FinishReason", "Trajectory"]
+__all__ = ["FinishReason", "SamplingConfig", "Trajectory", "default_config", "episode_keys",
+           "filter_logits", "rollout_kwargs", "run_episodes", "sample", "select_tokens"]
