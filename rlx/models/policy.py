@@ -21,19 +21,10 @@ Array = jax.Array
 Params = Any
 
 
-def _logprobs_of(logits: Array, targets: Array, temperature: float = 1.0) -> Array:
-    logits = logits.astype(jnp.float32)
-    if temperature != 1.0:
-        logits = logits / temperature
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - logz
-
-
 def _chunked_over_time(fn: Callable[[Array, Array], Array], hidden: Array, targets: Array,
                        chunk: int) -> Array:
-    """Applies fn(hidden[:, c], targets[:, c]) -> [B,c] chunk by chunk along time (lax.map), so
-    only [B, chunk, V] logits are ever live."""
+    """Applies fn(hidden[:, c], targets[:, c]) -> [B,c,...] chunk by chunk along time (lax.map),
+    so only [B, chunk, V] logits are ever live."""
     b, t, d = hidden.shape
     n = -(-t // chunk)
     pad = n * chunk - t
@@ -41,8 +32,9 @@ def _chunked_over_time(fn: Callable[[Array, Array], Array], hidden: Array, targe
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
     hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)
     ts = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    out = jax.lax.map(lambda xs: fn(*xs), (hs, ts))
-    return out.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+    out = jax.lax.map(lambda xs: fn(*xs), (hs, ts))  # [n, B, chunk, ...]
+    out = out.swapaxes(0, 1)
+    return out.reshape(b, n * chunk, *out.shape[3:])[:, :t]
 
 
 class Policy:
@@ -115,18 +107,38 @@ class Policy:
         log-softmax run `chunk_size` positions at a time, so [B,T,V] float32 logits are never
         materialized for long sequences (None: all at once).
         """
+        return self.token_stats(params, tokens, attn_mask=attn_mask, positions=positions,
+                                head_dtype=head_dtype, temperature=temperature,
+                                chunk_size=chunk_size, entropy=False)[0]
+
+    def token_stats(self, params: Params, tokens: Array, *, attn_mask: Array | None = None,
+                    positions: Array | None = None, head_dtype: str | None = None,
+                    temperature: float = 1.0, chunk_size: int | None = 512,
+                    entropy: bool = True) -> tuple[Array, Array | None]:
+        """(log-probs [B,T], entropies [B,T] or None), aligned like `token_logprobs`: entry t
+        belongs to the distribution that predicts tokens[t]; entry 0 is 0. Float32, chunked."""
         hidden = self.forward(params, tokens, attn_mask=attn_mask, positions=positions).hidden
         hidden, targets = hidden[:, :-1], tokens[:, 1:]
 
         def chunk_fn(h, tgt):
-            return _logprobs_of(self.head(params, h, head_dtype), tgt, temperature)
+            logits = self.head(params, h, head_dtype)
+            if temperature != 1.0:
+                logits = logits / temperature
+            logz = jax.nn.logsumexp(logits, axis=-1)
+            lp = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0] - logz
+            if not entropy:
+                return lp
+            ent = logz - jnp.sum(jax.nn.softmax(logits, axis=-1) * logits, axis=-1)
+            return jnp.stack([lp, ent], axis=-1)
 
         t = hidden.shape[1]
         if chunk_size is None or t <= chunk_size:
-            lp = chunk_fn(hidden, targets)
+            out = chunk_fn(hidden, targets)
         else:
-            lp = _chunked_over_time(chunk_fn, hidden, targets, chunk_size)
-        return jnp.pad(lp, ((0, 0), (1, 0)))
+            out = _chunked_over_time(chunk_fn, hidden, targets, chunk_size)
+        pad = ((0, 0), (1, 0)) + (((0, 0),) if entropy else ())
+        out = jnp.pad(out, pad)
+        return (out[..., 0], out[..., 1]) if entropy else (out, None)
 
     # -- KV cache ---------------------------------------------------------------------------
 

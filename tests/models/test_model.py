@@ -289,3 +289,17 @@ def test_config_errors_name_the_key_and_allowed_values():
     policy = rlx.models.Policy(rlx.models.preset("tiny"))
     with pytest.raises(ValueError, match="head_dtype='int8'"):
         policy.head({}, jnp.zeros((1, 1, 128)), "int8")
+
+
+def test_token_stats_entropy_matches_numpy(tiny, tokens):
+    policy, params = tiny
+    logits = np.asarray(policy.logits(params, tokens), np.float64) / 0.8
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ent_ref = -(p * np.log(p)).sum(-1)[:, :-1]
+    for chunk in (None, 5):
+        lp, ent = policy.token_stats(params, tokens, temperature=0.8, chunk_size=chunk)
+        np.testing.assert_allclose(ent[:, 1:], ent_ref, atol=1e-5)
+        assert np.all(np.asarray(ent[:, 0]) == 0)
+        np.testing.assert_allclose(lp, policy.token_logprobs(params, tokens, temperature=0.8),
+                                   atol=1e-6)
