@@ -1,0 +1,105 @@
+"""Metrics: JSON lines + TensorBoard event files (tensorboardX, no TensorFlow), a console progress
+bar, and at the end a PNG of the learning curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def to_python(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Device scalars -> Python floats (one transfer for the whole dict)."""
+    host = jax.device_get(dict(metrics))
+    return {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).size == 1}
+
+
+class MetricsWriter:
+    """Appends `{"stage", "step", **metrics}` to `<workdir>/metrics.jsonl` and to TensorBoard
+    (`<workdir>/tb`, tags `<stage>/<name>`). Resumed runs append to the same files."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, stage: str, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        values = to_python(metrics)
+        self._file.write(json.dumps({"stage": stage, "step": int(step), **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                if math.isfinite(v):
+                    self._tb.add_scalar(f"{stage}/{k}", v, int(step))
+        return values
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """A one-line console progress bar with a few chosen metrics (plain lines when not a tty)."""
+
+    def __init__(self, total: int, label: str, keys: Sequence[str] = (), stream=None):
+        self.total, self.label, self.keys = total, label, tuple(keys)
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> None:
+        frac = step / max(self.total, 1)
+        bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
+        elapsed = time.perf_counter() - self.t0
+        shown = "  ".join(f"{k}={metrics[k]:.3g}" for k in self.keys if k in metrics)
+        line = f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s  {shown}"
+        if self.tty:
+            self.stream.write("\r" + line[:160])
+            if step >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def plot_curves(records: list[dict], path: str,
+                panels: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+    """Writes a PNG with one panel per (title, stage, metric keys) from JSONL records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, stage, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in records if r.get("stage") == stage and key in r]
+            if pts:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
+        ax.set_title(title)
+        ax.set_xlabel(f"{stage} step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
