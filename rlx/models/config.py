@@ -15,6 +15,12 @@ import jax.numpy as jnp
 import ml_collections
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# Gated-MLP activations: silu (SwiGLU: Llama, Qwen), gelu_tanh (GeGLU with the tanh approximation:
+# Gemma), gelu (exact erf GELU).
+ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
+# Rotary frequency variants (Hugging Face `rope_scaling.rope_type`): default, linear (position
+# interpolation), llama3 (Llama 3.1 band-wise scaling), yarn (Qwen2.5/Qwen3 long context).
+ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
 def _base(**overrides: Any) -> ml_collections.ConfigDict:
@@ -33,6 +39,25 @@ def _base(**overrides: Any) -> ml_collections.ConfigDict:
         tie_embeddings=True,
         max_len=2048,
         init_std=0.02,
+        # Family variants; the defaults are the Llama/Qwen architecture (see `ModelConfig`).
+        o_bias=False,
+        mlp_activation="silu",
+        norm_plus_one=False,
+        embed_scale=False,
+        post_norms=False,
+        query_pre_attn_scalar=0.0,
+        attn_softcap=0.0,
+        final_softcap=0.0,
+        layer_windows=(),
+        rope_type="default",
+        rope_factor=1.0,
+        rope_low_freq_factor=1.0,
+        rope_high_freq_factor=4.0,
+        rope_original_max_len=0,
+        rope_beta_fast=32.0,
+        rope_beta_slow=1.0,
+        rope_attention_factor=0.0,
+        rope_truncate=True,
         # Precision: activations, stored parameters, and the LM head matmul (its inputs, weights
         # and accumulation). Log-softmax, losses and KL always run in float32.
         dtype="float32",
@@ -74,7 +99,25 @@ def preset(name: str, **overrides: Any) -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Validated model hyper-parameters. Hashable, so modules and jit can close over it."""
+    """Validated model hyper-parameters. Hashable, so modules and jit can close over it.
+
+    Family variants (all off by default, which is the Llama/Qwen architecture):
+      o_bias: bias on the attention output projection (Llama/Qwen3/Gemma `attention_bias`).
+      mlp_activation: gate activation of the gated MLP, one of `ACTIVATIONS`.
+      norm_plus_one: RMSNorm multiplies by (1 + w), w initialized to 0 (Gemma).
+      embed_scale: token embeddings are multiplied by sqrt(d_model), rounded to param_dtype
+        (Gemma); the tied LM head uses the unscaled table.
+      post_norms: extra RMSNorms on the attention and MLP outputs before the residual add
+        (Gemma 2: `post_attn_norm`, `post_mlp_norm`).
+      query_pre_attn_scalar: attention scores are scaled by this ** -0.5; 0 means head_dim.
+      attn_softcap, final_softcap: cap * tanh(x / cap) on the attention scores (before masking)
+        and on the float32 logits; 0 = off (Gemma 2).
+      layer_windows: per-layer sliding window W (a query attends to the W most recent key
+        slots, itself included); 0 = full causal; () = every layer full.
+      rope_type and rope_*: rotary frequency variant, one of `ROPE_TYPES`, with the parameters of
+        Hugging Face `rope_scaling` (factor, low/high_freq_factor, original_max_position_embeddings,
+        beta_fast/slow, attention_factor (0 = the variant's default), truncate).
+    """
 
     vocab_size: int
     d_model: int
@@ -90,6 +133,24 @@ class ModelConfig:
     tie_embeddings: bool = True
     max_len: int = 2048
     init_std: float = 0.02
+    o_bias: bool = False
+    mlp_activation: str = "silu"
+    norm_plus_one: bool = False
+    embed_scale: bool = False
+    post_norms: bool = False
+    query_pre_attn_scalar: float = 0.0
+    attn_softcap: float = 0.0
+    final_softcap: float = 0.0
+    layer_windows: tuple[int, ...] = ()
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_len: int = 0
+    rope_beta_fast: float = 32.0
+    rope_beta_slow: float = 1.0
+    rope_attention_factor: float = 0.0
+    rope_truncate: bool = True
     dtype: str = "float32"
     param_dtype: str = "float32"
     head_dtype: str = "float32"
@@ -114,6 +175,38 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"model.head_dim={self.head_dim} must be even (rotary embeddings)")
+        self._validate_variants()
+
+    def _validate_variants(self):
+        if self.mlp_activation not in ACTIVATIONS:
+            raise ValueError(f"model.mlp_activation={self.mlp_activation!r} is not supported; "
+                             f"allowed: {list(ACTIVATIONS)}")
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"model.rope_type={self.rope_type!r} is not supported; "
+                             f"allowed: {list(ROPE_TYPES)}")
+        for key in ("query_pre_attn_scalar", "attn_softcap", "final_softcap",
+                    "rope_attention_factor"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"model.{key}={value!r} must be a number >= 0 (0 = off/default)")
+        if not self.rope_factor > 0:
+            raise ValueError(f"model.rope_factor={self.rope_factor!r} must be > 0")
+        if self.rope_type in ("llama3", "yarn") and not (
+                isinstance(self.rope_original_max_len, int) and self.rope_original_max_len > 0):
+            raise ValueError(f"model.rope_original_max_len={self.rope_original_max_len!r} must be a "
+                             f"positive integer with model.rope_type={self.rope_type!r}")
+        if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
+            raise ValueError(f"model.rope_high_freq_factor={self.rope_high_freq_factor} must exceed "
+                             f"model.rope_low_freq_factor={self.rope_low_freq_factor} (llama3 rope)")
+        windows = self.layer_windows
+        if not isinstance(windows, tuple):
+            # Lists from a ConfigDict or JSON: store a tuple so the config stays hashable.
+            windows = tuple(windows)
+            object.__setattr__(self, "layer_windows", windows)
+        if windows and (len(windows) != self.n_layers or any(
+                isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in windows)):
+            raise ValueError(f"model.layer_windows={windows!r} must be () or one integer >= 0 per "
+                             f"layer (model.n_layers={self.n_layers}; 0 = full attention)")
 
     @classmethod
     def from_config(cls, cfg: ModelConfig | ml_collections.ConfigDict | dict) -> ModelConfig:
@@ -149,7 +242,9 @@ class ModelConfig:
             attn += (h + 2 * kv) * hd
         if self.qk_norm:
             attn += 2 * hd
-        layer = attn + 3 * d * f + 2 * d
+        if self.o_bias:
+            attn += d
+        layer = attn + 3 * d * f + (4 if self.post_norms else 2) * d
         return self.n_layers * layer + v * d * (1 if self.tie_embeddings else 2) + d
 
     def flops_per_token(self, context: int = 0) -> float:

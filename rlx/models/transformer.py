@@ -1,7 +1,10 @@
-"""The decoder: a Llama/Qwen-family transformer in Flax Linen.
+"""The decoder: a Llama/Qwen/Gemma-family transformer in Flax Linen.
 
 Token embedding, pre-norm RMSNorm, rotary position embeddings, grouped-query attention (optional
 q/k/v bias and q/k norm), SwiGLU MLP, tied or untied LM head, or a scalar value head for critics.
+Family variants are config fields (see `ModelConfig`): rope scaling (linear, llama3, yarn), GeGLU,
+Gemma's embedding scaling and (1 + w) norms, Gemma 2's post-norms, soft-capping, query scalar and
+per-layer sliding windows (a scanned per-layer input).
 Layers are one `nn.scan`, so compile time does not grow with depth and the KV cache and per-layer
 hidden states come out stacked on a leading `layers` axis.
 
@@ -16,6 +19,8 @@ left-padded inputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -72,20 +77,67 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        # With norm_plus_one (Gemma) the stored weight w scales by (1 + w), so it starts at 0.
+        init = nn.initializers.zeros if self.cfg.norm_plus_one else nn.initializers.ones
         scale = self.param(
-            "scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+            "scale", nn.with_logical_partitioning(init, (self.axis_name,)),
             (x.shape[-1],), self.cfg.jnp_param_dtype)
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.norm_eps)
-        return (y * scale.astype(jnp.float32)).astype(x.dtype)
+        scale = scale.astype(jnp.float32)
+        if self.cfg.norm_plus_one:
+            scale = 1.0 + scale
+        return (y * scale).astype(x.dtype)
 
 
-def rotary(x: Array, positions: Array, theta: float) -> Array:
-    """Rotates `x` [B,T,H,D] by `positions` [B,T] (the half-split layout of Llama/Qwen)."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+def rope_frequencies(cfg: ModelConfig) -> tuple[Array, float]:
+    """Inverse frequencies [head_dim/2] (float32) and the cos/sin scale of `cfg.rope_type`.
+
+    The formulas are those of Hugging Face `modeling_rope_utils` (linear, llama3, yarn), so
+    imported checkpoints rotate exactly as they were trained.
+    """
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    factor, kind = cfg.rope_factor, cfg.rope_type
+    attention_factor = cfg.rope_attention_factor or 1.0
+    if kind == "linear":
+        inv_freq = inv_freq / factor
+    elif kind == "llama3":
+        old_len = cfg.rope_original_max_len
+        low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = jnp.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = jnp.where(medium, smoothed, scaled)
+    elif kind == "yarn":
+        if not cfg.rope_attention_factor:
+            attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+        def correction_dim(rotations):
+            return (d * math.log(cfg.rope_original_max_len / (rotations * 2 * math.pi))
+                    / (2 * math.log(cfg.rope_theta)))
+
+        lo, hi = correction_dim(cfg.rope_beta_fast), correction_dim(cfg.rope_beta_slow)
+        if cfg.rope_truncate:
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, d - 1)
+        hi = hi + 0.001 if lo == hi else hi
+        ramp = jnp.clip((jnp.arange(d // 2, dtype=jnp.float32) - lo) / (hi - lo), 0, 1)
+        extrapolation = 1 - ramp
+        inv_freq = (inv_freq / factor) * (1 - extrapolation) + inv_freq * extrapolation
+    return inv_freq, attention_factor
+
+
+def rotary(x: Array, positions: Array, inv_freq: Array, attention_factor: float = 1.0) -> Array:
+    """Rotates `x` [B,T,H,D] by `positions` [B,T] (the half-split layout of Llama/Qwen/Gemma).
+
+    `inv_freq` [D/2] and `attention_factor` (scales cos and sin) come from `rope_frequencies`."""
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,T,D/2]
     cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
@@ -106,7 +158,10 @@ class Attention(nn.Module):
     shard: ShardingCtx
 
     @nn.compact
-    def __call__(self, x: Array, ctx: _Context, kv: tuple[Array, Array] | None):
+    def __call__(self, x: Array, ctx: _Context, kv: tuple[Array, Array] | None,
+                 window: Array | None = None):
+        """`window`: this layer's sliding window (int32 scalar, 0 = full), used when the config
+        has `layer_windows`."""
         cfg = self.cfg
         dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
 
@@ -124,8 +179,9 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             q = RMSNorm(cfg, "head_dim", name="q_norm")(q)
             k = RMSNorm(cfg, "head_dim", name="k_norm")(k)
-        q = rotary(q, ctx.positions, cfg.rope_theta)
-        k = rotary(k, ctx.positions, cfg.rope_theta)
+        inv_freq, rope_scale = rope_frequencies(cfg)
+        q = rotary(q, ctx.positions, inv_freq, rope_scale)
+        k = rotary(k, ctx.positions, inv_freq, rope_scale)
         q = self.shard.constrain(q, ("act_batch", "act_length", "act_heads", "head_dim"))
 
         if kv is not None:
@@ -145,8 +201,15 @@ class Attention(nn.Module):
         g = cfg.n_heads // cfg.n_kv_heads
         q = q.reshape(b, t, cfg.n_kv_heads, g, d)
         scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(dt),
-                            preferred_element_type=jnp.float32) * (d ** -0.5)
+                            preferred_element_type=jnp.float32) * ((cfg.query_pre_attn_scalar or d)
+                                                                   ** -0.5)
+        if cfg.attn_softcap:
+            scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         mask = key_index[:, None, :] <= ctx.query_index[:, :, None]  # [B,T,S]
+        if any(cfg.layer_windows):
+            # Sliding window by key slot (as Hugging Face does by cache index): the query at slot
+            # i sees slots i-W+1..i; window 0 = full attention.
+            mask &= (window == 0) | (key_index[:, None, :] > ctx.query_index[:, :, None] - window)
         if ctx.key_valid is not None:
             mask &= ctx.key_valid[:, None, :]
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
@@ -154,9 +217,18 @@ class Attention(nn.Module):
         out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dt))
         out = out.reshape(b, t, cfg.n_heads, d)
         out = nn.DenseGeneral(
-            cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dt, param_dtype=pdt,
-            kernel_init=_dense_init(cfg, ("heads", "head_dim", "embed")), name="o_proj")(out)
+            cfg.d_model, axis=(-2, -1), use_bias=cfg.o_bias, dtype=dt, param_dtype=pdt,
+            kernel_init=_dense_init(cfg, ("heads", "head_dim", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="o_proj")(out)
         return out, new_kv
+
+
+_ACTIVATIONS = {
+    "silu": nn.silu,
+    "gelu_tanh": functools.partial(nn.gelu, approximate=True),
+    "gelu": functools.partial(nn.gelu, approximate=False),
+}
 
 
 class MLP(nn.Module):
@@ -171,7 +243,8 @@ class MLP(nn.Module):
             kernel_init=_dense_init(cfg, names), name=name)
         gate = dense(cfg.d_ff, ("embed", "mlp"), "gate_proj")(x)
         up = dense(cfg.d_ff, ("embed", "mlp"), "up_proj")(x)
-        h = self.shard.constrain(nn.silu(gate) * up, ("act_batch", "act_length", "act_mlp"))
+        h = self.shard.constrain(_ACTIVATIONS[cfg.mlp_activation](gate) * up,
+                                 ("act_batch", "act_length", "act_mlp"))
         return dense(cfg.d_model, ("mlp", "embed"), "down_proj")(h)
 
 
@@ -180,11 +253,17 @@ class Block(nn.Module):
     shard: ShardingCtx
 
     @nn.compact
-    def __call__(self, x: Array, kv, ctx: _Context):
-        h, new_kv = Attention(self.cfg, self.shard, name="attn")(
-            RMSNorm(self.cfg, name="attn_norm")(x), ctx, kv)
+    def __call__(self, x: Array, kv, window: Array, ctx: _Context):
+        cfg = self.cfg
+        h, new_kv = Attention(cfg, self.shard, name="attn")(
+            RMSNorm(cfg, name="attn_norm")(x), ctx, kv, window)
+        if cfg.post_norms:
+            h = RMSNorm(cfg, name="post_attn_norm")(h)
         x = x + h
-        x = x + MLP(self.cfg, self.shard, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x))
+        h = MLP(cfg, self.shard, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
+        if cfg.post_norms:
+            h = RMSNorm(cfg, name="post_mlp_norm")(h)
+        x = x + h
         x = self.shard.constrain(x, ("act_batch", "act_length", "act_embed"))
         return x, (new_kv, x)
 
@@ -213,7 +292,7 @@ class Transformer(nn.Module):
             embedding_init=_dense_init(cfg, ("vocab", "embed")), name="embed")
         self.layers = nn.scan(
             Block, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast), length=cfg.n_layers,
+            in_axes=(0, 0, nn.broadcast), length=cfg.n_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.shard, name="layers")
         self.final_norm = RMSNorm(cfg, name="final_norm")
         if self.value_head:
@@ -249,9 +328,13 @@ class Transformer(nn.Module):
             kv = (cache.k, cache.v)
 
         x = self.embed(tokens)
+        if self.cfg.embed_scale:
+            # Rounded to the parameter dtype first, as Gemma checkpoints were trained.
+            x = x * jnp.asarray(math.sqrt(self.cfg.d_model), self.cfg.jnp_param_dtype).astype(x.dtype)
         x = self.shard.constrain(x, ("act_batch", "act_length", "act_embed"))
         x_in = x
-        x, (new_kv, layer_out) = self.layers(x, kv, ctx)
+        windows = jnp.asarray(self.cfg.layer_windows or (0,) * self.cfg.n_layers, jnp.int32)
+        x, (new_kv, layer_out) = self.layers(x, kv, windows, ctx)
         hidden = self.final_norm(x)
 
         new_cache = None
@@ -275,7 +358,11 @@ class Transformer(nn.Module):
             w = self.lm_head.astype(hdt)
             logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=hdt)
         logits = self.shard.constrain(logits, ("act_batch", "act_length", "act_vocab"))
-        return logits.astype(jnp.float32)
+        logits = logits.astype(jnp.float32)
+        if self.cfg.final_softcap:
+            # In float32 (Hugging Face caps in the head dtype), like every log-prob computation.
+            logits = jnp.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
+        return logits
 
     def value(self, hidden: Array) -> Array:
         return self.value_proj(hidden.astype(jnp.float32))[..., 0]
