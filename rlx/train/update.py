@@ -85,6 +85,8 @@ class UpdateConfig:
     def from_config(cls, rl: ml_collections.ConfigDict) -> UpdateConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         cfg = cls(**{k: v for k, v in rl.items() if k in fields})
+        if cfg.temperature == 0:  # greedy sampling records untempered log-probs
+            cfg = dataclasses.replace(cfg, temperature=1.0)
         if cfg.loss not in algos.POLICY_LOSSES:
             raise ValueError(f"rl.loss={cfg.loss!r} is unknown; known: {algos.POLICY_LOSSES.names()}")
         if cfg.loss_agg_mode not in algos.AGG_MODES:

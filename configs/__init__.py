@@ -1,0 +1,1 @@
+"""Experiment configs: each module exposes get_config(arg=None) -> a locked ConfigDict."""

@@ -1,0 +1,74 @@
+"""The default experiment: warm start on oracle demos, then GRPO on `toolcalc` under scaffold
+perturbation, evaluated on train-scaffold and held-out-scaffold sets.
+
+    python -m experiments.train --config=configs/toolcalc_grpo.py --workdir=/tmp/rlx
+    python -m experiments.train --config=configs/toolcalc_grpo.py:quick --workdir=/tmp/q
+    python -m experiments.train --config=configs/toolcalc_grpo.py:model=small,mesh=2x2x2 \
+        --config.rollout.head_dtype=bfloat16 --workdir=...
+
+Arg flags (comma-separated): `quick` (a CPU smoke run of a few steps), `model=<preset>`,
+`mesh=DxFxT`, `loss=ppo|gspo|cispo`, `advantage=grpo|drgrpo|rloo|gae|reinforce_pp`,
+`axes=<preset of rlx.envs.scaffold.AXIS_PRESETS>`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from rlx.train.optim import optim_section
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = common.parse_arg(arg, quick=False, model="tiny", mesh="-1x1x1", loss="ppo",
+                         advantage="grpo", axes="all_axes")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = common.model_section(a.model)
+    c.mesh = common.mesh_section(a.mesh)
+
+    c.env = ml_collections.ConfigDict(dict(
+        name="toolcalc", num_steps=2, min_steps=1, max_operand=9, fault_rate=0.0,
+        hackable=False, max_steps=2,
+        train_axes=a.axes,     # which scaffold axes vary in training episodes
+        eval_axes="all_axes",  # which axes vary in the held-out evaluation set
+    ))
+
+    c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=24, max_rounds=4,
+                                       max_len=0)
+    c.rollout.batch_size = 64
+    c.rollout.group_size = 8
+
+    c.sft = ml_collections.ConfigDict(dict(
+        steps=300, batch_size=32, max_rounds=4, max_len=0,
+        optim=optim_section(lr=3e-3, b2=0.98, warmup_steps=20, schedule="cosine",
+                            decay_steps=280, final_lr_frac=0.05)))
+
+    c.rl = ml_collections.ConfigDict(dict(
+        steps=40, advantage=a.advantage, advantage_kwargs=ml_collections.ConfigDict(),
+        loss=a.loss, clip_low=0.2, clip_high=0.28, clip_c=3.0,
+        loss_agg_mode="token-mean", horizon=0, epochs=1, num_minibatches=2,
+        temperature=c.rollout.get_ref("temperature"),
+        kl_coef=0.0, kl_reward_coef=0.0, kl_estimator="k3", entropy_coef=0.0,
+        value_clip=0.5, chunk_size=512, old_logprobs="trainer", dynamic_sampling=False,
+        correction=ml_collections.ConfigDict(dict(mode="none", level="token", threshold=2.0)),
+    ))
+    # MiniMax-M1's AdamW settings for RL (b2=0.95, eps=1e-15).
+    c.optim = optim_section(lr=3e-4, b1=0.9, b2=0.95, eps=1e-15, grad_clip=1.0)
+    c.critic_optim = optim_section(lr=1e-3)
+
+    # Reward components and weights (rlx.rewards registry names).
+    c.rewards = ml_collections.ConfigDict(dict(correct=1.0, format=0.1, forbidden_tool=1.0))
+
+    c.eval = ml_collections.ConfigDict(dict(every=20, num_episodes=64, temperature=0.0, seed=1234,
+                                            print_episodes=3))
+    c.checkpoint = ml_collections.ConfigDict(dict(every=50, keep=2))
+
+    if a.quick:
+        c.sft.steps, c.sft.batch_size = 20, 16
+        c.sft.optim.decay_steps, c.sft.optim.warmup_steps = 20, 2
+        c.rl.steps, c.rollout.batch_size, c.rollout.group_size = 3, 16, 4
+        c.eval.every, c.eval.num_episodes = 2, 16
+        c.checkpoint.every = 2
+    c.lock()
+    return c

@@ -1,0 +1,340 @@
+"""`train_and_evaluate(config, workdir)`: supervised warm start on oracle demonstrations, then RL.
+
+Per RL step: sample tasks and scaffolds -> roll out episodes (one jit, no host round-trips for
+jittable envs) -> rewards -> old / reference log-probs and values -> advantages (+ rollout
+correction) -> `update_step` (epochs x minibatches in one jit). The host only moves between
+jitted stages, logs, evaluates and checkpoints. Every random key is `fold_in(seed key, step)`, so
+a run killed and restarted on the same workdir reproduces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from rlx import algos, diagnostics, sharding
+from rlx.envs.play import oracle_fn, play
+from rlx.rollout import run_episodes
+from rlx.rollout.trajectory import Trajectory
+from rlx.train import setup as setup_lib
+from rlx.train.checkpoint import Checkpointer
+from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python
+from rlx.train.update import RLBatch, TrainState, make_sft_step, make_update_step
+
+Array = jax.Array
+SFT, RL = "sft", "rl"
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+def episode_metrics(traj: Trajectory, total: Array, components: dict[str, Array]) -> dict:
+    """Per-batch means: reward and components, success, lengths, rounds, tool calls, hacks."""
+    info = traj.info
+    out = {"reward": jnp.mean(total)}
+    out.update({f"reward/{k}": jnp.mean(v) for k, v in components.items()})
+    if "correct" in info:
+        out["success"] = jnp.mean(info["correct"].astype(jnp.float32))
+    if "used_forbidden_tool" in info:
+        out["hack_rate"] = jnp.mean(info["used_forbidden_tool"].astype(jnp.float32))
+    if "invalid_calls" in info:
+        out["invalid_calls"] = jnp.mean(info["invalid_calls"].astype(jnp.float32))
+    out["response_tokens"] = jnp.mean(jnp.sum(traj.policy_mask, -1).astype(jnp.float32))
+    out["length"] = jnp.mean(traj.length.astype(jnp.float32))
+    out["rounds"] = jnp.mean(traj.rounds.astype(jnp.float32))
+    out["tool_calls"] = jnp.mean(traj.tool_calls.astype(jnp.float32))
+    out["truncated"] = jnp.mean(traj.truncated.astype(jnp.float32))
+    return out
+
+
+def evaluate(s: setup_lib.Setup, params, split: str) -> tuple[dict[str, float], Trajectory]:
+    """Greedy (or `eval.temperature`) episodes on the frozen `split` set: the same
+    `eval.num_episodes` tasks and scaffolds every time (a fixed key)."""
+    cfg = s.config
+    kw = dict(s.sampling, batch_size=cfg.eval.num_episodes, group_size=1,
+              temperature=cfg.eval.temperature)
+    key = jax.random.fold_in(jax.random.key(cfg.eval.seed), 0 if split == "train" else 1)
+    traj = run_episodes(s.policy, params, s.env, s.eval_params[split], key, **kw)
+    total, comps = s.reward_fn(traj, traj.task)
+    return to_python(episode_metrics(traj, total, comps)), traj
+
+
+def evaluate_all(s: setup_lib.Setup, params) -> dict[str, float]:
+    out = {}
+    for split in ("train", "heldout"):
+        metrics, _ = evaluate(s, params, split)
+        out.update({f"{split}/{k}": v for k, v in metrics.items()})
+    return out
+
+
+# -- RL batch preparation (one jit) --------------------------------------------------------------
+
+def make_prepare(s: setup_lib.Setup):
+    """(params, ref_params, critic_params, traj, reward) -> (RLBatch, metrics): old and reference
+    log-probs, values, advantages, rollout correction and mismatch metrics."""
+    rl, policy, critic = s.config.rl, s.policy, s.critic
+    temp = float(s.sampling.get("temperature", 1.0)) or 1.0
+
+    def prepare(params, ref_params, critic_params, traj: Trajectory, reward: Array):
+        tokens = traj.tokens
+        mask = traj.policy_mask.astype(jnp.float32)
+        trainer_lp = policy.token_logprobs(params, tokens, temperature=temp)
+        need_ref = rl.kl_coef > 0 or rl.kl_reward_coef > 0
+        ref_lp = (policy.token_logprobs(ref_params, tokens, temperature=temp) if need_ref
+                  else trainer_lp)
+        kl_tok = algos.kl_penalty(trainer_lp, ref_lp, rl.kl_estimator) * mask
+        if rl.kl_reward_coef > 0:  # KL in the reward: the row's summed KL, as an outcome penalty
+            reward = reward - rl.kl_reward_coef * jnp.sum(kl_tok, -1)
+        values = None
+        if critic is not None:
+            values = critic.values(critic_params, tokens)
+        metrics = {}
+        if rl.dynamic_sampling:
+            g = s.config.rollout.group_size
+            r = reward.reshape(-1, g)
+            keep = jnp.repeat(jnp.max(r, 1) > jnp.min(r, 1), g)
+            mask = mask * keep[:, None]
+            metrics["groups_kept"] = jnp.mean(keep.astype(jnp.float32))
+        inputs = algos.AdvantageInputs(rewards=reward, mask=mask, group=traj.group, values=values,
+                                       kl=kl_tok)
+        hparams = dict(rl.advantage_kwargs)
+        adv, returns = algos.compute_advantages(rl.advantage, inputs, **hparams)
+        old = algos.select_old_logprobs(rl.old_logprobs, sampler=traj.rollout_logprobs,
+                                        trainer=trainer_lp)
+        is_w = jnp.ones_like(mask)
+        if rl.correction.mode != "none":
+            corr = algos.rollout_correction_weights(
+                trainer_lp, traj.rollout_logprobs, mask, level=rl.correction.level,
+                mode=rl.correction.mode, threshold=rl.correction.threshold)
+            is_w, mask = corr.weights, corr.mask
+            metrics.update({f"correction/{k}": v for k, v in corr.metrics.items()})
+        mm = diagnostics.mismatch_metrics(trainer_lp, traj.rollout_logprobs,
+                                          traj.policy_mask.astype(jnp.float32))
+        metrics.update({f"mismatch/{k}": v for k, v in mm.items()})
+        metrics["kl_ref_sampled"] = jnp.sum(kl_tok) / jnp.maximum(jnp.sum(mask), 1.0)
+        metrics["advantage_abs"] = jnp.sum(jnp.abs(adv) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        zeros = jnp.zeros_like(mask)
+        batch = RLBatch(tokens=tokens, policy_mask=mask, advantages=adv, old_logprobs=old,
+                        is_weights=is_w, ref_logprobs=ref_lp, returns=returns,
+                        old_values=zeros if values is None else values)
+        return batch, metrics
+
+    return prepare
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+class _Run:
+    """Holds the jitted stages and the state shardings of one run."""
+
+    def __init__(self, s: setup_lib.Setup):
+        self.s = s
+        cfg = s.config
+        self.sft_opt, self.rl_opt, self.critic_opt = setup_lib.optimizers(cfg)
+        mesh, rules = s.mesh, s.rules
+        self.param_sh = sharding.logical_to_sharding(s.policy.param_logical_specs(), mesh, rules)
+        self.critic_sh = (None if s.critic is None else
+                          sharding.logical_to_sharding(s.critic.param_logical_specs(), mesh, rules))
+        self.repl = sharding.replicated(mesh)
+        self.rows = sharding.batch_sharding(mesh, 2, rules)
+        self.sft_step = jax.jit(make_sft_step(s.policy, self.sft_opt), donate_argnums=0)
+        self.update_step = jax.jit(
+            make_update_step(s.policy, self.rl_opt, s.update_cfg, s.critic, self.critic_opt),
+            donate_argnums=0)
+        self.prepare = jax.jit(make_prepare(s))
+        self.demos = jax.jit(functools.partial(self._demos, cfg.sft.batch_size))
+
+    def _demos(self, batch: int, key: Array):
+        s, cfg = self.s, self.s.config
+        ep = play(s.env, s.env_params, key, batch, oracle_fn(s.env),
+                  max_rounds=cfg.sft.max_rounds, max_len=cfg.sft.max_len)
+        return ep.tokens, ep.policy_mask
+
+    def init_params(self, key: Array):
+        return jax.jit(self.s.policy.init, out_shardings=self.param_sh)(key)
+
+    def init_critic(self, key: Array):
+        return jax.jit(self.s.critic.init, out_shardings=self.critic_sh)(key)
+
+    def abstract_state(self, stage: str):
+        """Shapes, dtypes and shardings of the checkpointed pytree for `stage`."""
+
+        def make():
+            params = self.s.policy.init(jax.random.key(0))
+            if stage == SFT:
+                return {"train": TrainState.create(params, self.sft_opt), "ref": params}
+            critic = None if self.s.critic is None else self.s.critic.init(jax.random.key(0))
+            return {"train": TrainState.create(params, self.rl_opt, critic, self.critic_opt),
+                    "ref": params}
+
+        # The shardings a fresh state gets when built under jit with its params constrained to
+        # their logical shardings: optimizer moments follow the params, counters are
+        # replicated. Orbax restores straight into these.
+        def constrained():
+            state = make()
+            train = state["train"]
+            params = jax.lax.with_sharding_constraint(train.params, self.param_sh)
+            return {"train": train.replace(params=params), "ref": jax.lax.with_sharding_constraint(
+                state["ref"], self.param_sh)}
+
+        compiled = jax.jit(constrained).lower().compile()
+        shapes = jax.eval_shape(constrained)
+        return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                            shapes, compiled.output_shardings)
+
+
+def _place(state, param_sh, critic_sh):
+    """Puts a state's params (and matching optimizer moments) on their shardings."""
+    def put(tree, sh):
+        return jax.device_put(tree, sh) if sh is not None else tree
+    train = state["train"]
+    train = train.replace(params=put(train.params, param_sh))
+    if critic_sh is not None and train.critic_params is not None:
+        train = train.replace(critic_params=put(train.critic_params, critic_sh))
+    return {"train": train, "ref": put(state["ref"], param_sh)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) warm start + RL in `workdir`; returns the summary dict.
+
+    Writes `metrics.jsonl`, TensorBoard events in `tb/`, checkpoints in `checkpoints/`, and at
+    the end `summary.json`, `summary.txt` and `learning_curves.png`.
+    """
+    t_start = time.perf_counter()
+    s = setup_lib.build(config)  # validates the config before anything compiles
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    run = _Run(s)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
+    writer = MetricsWriter(workdir)
+    key = jax.random.key(config.seed)
+    k_init, k_critic, k_sft, k_rl = jax.random.split(key, 4)
+    sft_steps, rl_steps = config.sft.steps, config.rl.steps
+
+    meta: dict[str, Any] = {"stage": SFT, "sft_step": 0, "rl_step": 0}
+    latest = ckpt.latest_step()
+    if latest is not None:
+        meta = ckpt.restore_meta(latest)
+        state, meta = ckpt.restore(latest, run.abstract_state(meta["stage"]))
+        state = _place(state, run.param_sh, run.critic_sh)
+        print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
+              f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
+    else:
+        params = run.init_params(k_init)
+        state = {"train": TrainState.create(params, run.sft_opt), "ref": params}
+
+    def save(stage_meta: dict) -> None:
+        ckpt.save(stage_meta["sft_step"] + stage_meta["rl_step"], state, dict(stage_meta))
+
+    # ---- supervised warm start ----
+    if meta["stage"] == SFT:
+        progress = Progress(sft_steps, "warm start", ("nll",))
+        for step in range(meta["sft_step"], sft_steps):
+            k = jax.random.fold_in(k_sft, step)
+            tokens, mask = run.demos(k)
+            tokens = jax.device_put(tokens, run.rows)
+            mask = jax.device_put(mask, run.rows)
+            train, m = run.sft_step(state["train"], tokens, mask, k)
+            state = {"train": train, "ref": state["ref"]}
+            values = writer.write(SFT, step + 1, m)
+            progress.update(step + 1, values)
+            meta["sft_step"] = step + 1
+            if (step + 1) % config.checkpoint.every == 0 and step + 1 < sft_steps:
+                save(meta)
+        params = state["train"].params
+        warm = evaluate_all(s, params)
+        writer.write("eval", 0, warm)
+        critic = None if s.critic is None else run.init_critic(k_critic)
+        state = {"train": TrainState.create(params, run.rl_opt, critic, run.critic_opt),
+                 "ref": params}
+        meta.update(stage=RL, warm_start=warm)
+        save(meta)
+        _print_eval("warm start", warm)
+
+    # ---- RL ----
+    progress = Progress(rl_steps, "rl", ("reward", "success", "heldout/success"))
+    for step in range(meta["rl_step"], rl_steps):
+        k = jax.random.fold_in(k_rl, step)
+        k_roll, k_upd = jax.random.split(k)
+        t0 = time.perf_counter()
+        traj = run_episodes(s.policy, state["train"].params, s.env, s.env_params, k_roll,
+                            **s.sampling)
+        total, comps = s.reward_fn(traj, traj.task)
+        jax.block_until_ready(total)
+        t1 = time.perf_counter()
+        train = state["train"]
+        batch, pm = run.prepare(train.params, state["ref"], train.critic_params, traj, total)
+        jax.block_until_ready(batch)
+        t2 = time.perf_counter()
+        train, um = run.update_step(train, batch, k_upd)
+        jax.block_until_ready(train)
+        t3 = time.perf_counter()
+        state = {"train": train, "ref": state["ref"]}
+        m = dict(episode_metrics(traj, total, comps), **pm, **um)
+        n_tok = float(jnp.sum(traj.length))
+        m.update(time_rollout=t1 - t0, time_prepare=t2 - t1, time_update=t3 - t2,
+                 rollout_tokens_per_s=n_tok / (t1 - t0), update_tokens_per_s=n_tok / (t3 - t2),
+                 skipped_total=train.skipped)
+        meta["rl_step"] = step + 1
+        if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < rl_steps:
+            ev = evaluate_all(s, train.params)
+            writer.write("eval", step + 1, ev)
+            m.update({k: v for k, v in ev.items() if k.endswith("/success")})
+        values = writer.write(RL, step + 1, m)
+        progress.update(step + 1, values)
+        if (step + 1) % config.checkpoint.every == 0 and step + 1 < rl_steps:
+            save(meta)
+
+    final = evaluate_all(s, state["train"].params)
+    if meta.get("final_written_at") != rl_steps:
+        writer.write("eval", rl_steps, final)
+    meta["final_written_at"] = rl_steps
+    save(meta)
+    ckpt.close()
+    writer.close()
+    summary = _summarize(workdir, meta.get("warm_start", {}), final,
+                         time.perf_counter() - t_start)
+    _print_eval("final", final)
+    print(summary["text"], flush=True)
+    return summary
+
+
+def _print_eval(label: str, ev: dict) -> None:
+    keys = [k for k in ("train/success", "heldout/success", "train/reward", "heldout/reward")
+            if k in ev]
+    print(f"[{label}] " + "  ".join(f"{k}={ev[k]:.3f}" for k in keys), flush=True)
+
+
+def _summarize(workdir: str, warm: dict, final: dict, wall: float) -> dict:
+    lines = ["rlx run summary", f"workdir: {workdir}", f"wall time this process: {wall:.0f}s", ""]
+    lines.append(f"{'metric':28s} {'warm start':>11s} {'after RL':>11s} {'change':>9s}")
+    for key in sorted(final):
+        if not any(key.endswith(x) for x in ("success", "reward", "rounds", "tool_calls",
+                                             "hack_rate", "invalid_calls")):
+            continue
+        w, f = warm.get(key, float("nan")), final[key]
+        lines.append(f"{key:28s} {w:11.3f} {f:11.3f} {f - w:+9.3f}")
+    text = "\n".join(lines)
+    summary = {"warm_start": warm, "final": final, "wall_seconds": wall, "text": text}
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(workdir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    plot_curves(records, os.path.join(workdir, "learning_curves.png"), [
+        ("warm start", SFT, ["nll"]),
+        ("RL reward", RL, ["reward", "success"]),
+        ("evaluation", "eval", ["train/success", "heldout/success"]),
+        ("mismatch", RL, ["mismatch/pearson", "entropy"]),
+    ])
+    return summary
+
+
+__all__ = ["episode_metrics", "evaluate", "evaluate_all", "make_prepare", "train_and_evaluate"]

@@ -1,0 +1,123 @@
+"""Builds everything a run needs from its config, validating the config before any compilation.
+
+`build(config)` gives a `Setup`: tokenizer, env and its train/eval params, mesh, policy (and
+critic), optimizers, the reward function and the jitted stages. `train_and_evaluate` and
+`experiments/eval.py` share it, so evaluation sees exactly the model and envs training saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+
+from rlx import algos, envs, rewards, sharding
+from rlx.models import Critic, ModelConfig, Policy
+from rlx.rollout.config import SamplingConfig, rollout_kwargs
+from rlx.tokenizer import load_default
+from rlx.train.optim import make_optimizer
+from rlx.train.update import UpdateConfig
+
+CRITIC_ESTIMATORS = ("gae",)
+OLD_LOGPROB_SOURCES = ("trainer", "sampler")
+CORRECTION_MODES = ("none", "tis", "mis")
+
+
+@dataclasses.dataclass
+class Setup:
+    config: ml_collections.ConfigDict
+    tokenizer: Any
+    env: envs.Env
+    env_params: Any            # training episodes
+    eval_params: dict          # split name -> env params of the frozen evaluation sets
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    policy: Policy
+    critic: Critic | None
+    update_cfg: UpdateConfig
+    sampling: dict             # keyword arguments of rlx.rollout.run_episodes
+    reward_fn: Any             # (traj, task) -> (total [B], components dict)
+
+
+def _fail(key: str, value: Any, allowed: Any) -> None:
+    raise ValueError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks names and divisibility that would otherwise fail deep inside a compile."""
+    rl = config.rl
+    if rl.advantage not in algos.ADVANTAGE_ESTIMATORS:
+        _fail("rl.advantage", rl.advantage, algos.ADVANTAGE_ESTIMATORS.names())
+    if rl.loss not in algos.POLICY_LOSSES:
+        _fail("rl.loss", rl.loss, algos.POLICY_LOSSES.names())
+    if rl.old_logprobs not in OLD_LOGPROB_SOURCES:
+        _fail("rl.old_logprobs", rl.old_logprobs, OLD_LOGPROB_SOURCES)
+    if rl.correction.mode not in CORRECTION_MODES:
+        _fail("rl.correction.mode", rl.correction.mode, CORRECTION_MODES)
+    UpdateConfig.from_config(rl)
+    b, g = config.rollout.batch_size, config.rollout.group_size
+    if g < 1 or b % g:
+        raise ValueError(f"rollout.group_size={g} does not divide rollout.batch_size={b}; "
+                         f"allowed: divisors of {b}")
+    if g < 2 and rl.advantage in ("grpo", "drgrpo", "rloo"):
+        raise ValueError(f"rl.advantage={rl.advantage!r} needs rollout.group_size >= 2 "
+                         f"(got {g})")
+    if b % rl.num_minibatches:
+        raise ValueError(f"rl.num_minibatches={rl.num_minibatches} does not divide "
+                         f"rollout.batch_size={b}")
+    mesh_shape = sharding.resolve_mesh_shape(config.mesh.shape, jax.device_count())
+    data = mesh_shape[0] * mesh_shape[1]
+    for key, n in (("rollout.batch_size", b), ("sft.batch_size", config.sft.batch_size),
+                   ("eval.num_episodes", config.eval.num_episodes)):
+        if n % data:
+            raise ValueError(f"{key}={n} is not divisible by the mesh's data x fsdp size {data} "
+                             f"(mesh.shape={tuple(config.mesh.shape)})")
+    if config.env.name not in envs.ENVS:
+        _fail("env.name", config.env.name, envs.ENVS.names())
+    for name in config.rewards.keys():
+        if name not in rewards.REWARDS:
+            _fail(f"rewards.{name}", name, rewards.REWARDS.names())
+    rollout_kwargs(config.rollout)
+    ModelConfig.from_config(config.model)
+
+
+def env_overrides(env_cfg: ml_collections.ConfigDict) -> dict:
+    """Keyword arguments of `rlx.envs.make` from the `env` section (minus the rlx-only keys)."""
+    skip = {"name", "train_axes", "eval_axes"}
+    return {k: v for k, v in env_cfg.items() if k not in skip}
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+    validate(config)
+    tokenizer = load_default()
+    model_cfg = ModelConfig.from_config(config.model)
+    if model_cfg.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
+                         f"tokenizer's {tokenizer.vocab_size}")
+    kw = env_overrides(config.env)
+    env, env_params = envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)
+    eval_params = {
+        "train": envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)[1],
+        "heldout": envs.make(config.env.name, split="heldout", axes=config.env.eval_axes,
+                             **kw)[1],
+    }
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.rules_from_config(config.mesh.rules)
+    policy = Policy(model_cfg, mesh=mesh, rules=rules)
+    critic = (Critic(model_cfg, mesh=mesh, rules=rules)
+              if config.rl.advantage in CRITIC_ESTIMATORS else None)
+    sampling = rollout_kwargs(config.rollout)
+    SamplingConfig(**{k: v for k, v in sampling.items()
+                      if k in {f.name for f in dataclasses.fields(SamplingConfig)}})
+    return Setup(config=config, tokenizer=tokenizer, env=env, env_params=env_params,
+                 eval_params=eval_params, mesh=mesh, rules=rules, policy=policy, critic=critic,
+                 update_cfg=UpdateConfig.from_config(config.rl), sampling=sampling,
+                 reward_fn=rewards.compose(config.rewards))
+
+
+def optimizers(config: ml_collections.ConfigDict):
+    """(sft optimizer, rl optimizer, critic optimizer)."""
+    return (make_optimizer(config.sft.optim), make_optimizer(config.optim),
+            make_optimizer(config.critic_optim))
