@@ -269,9 +269,12 @@ def value_loss(values: Array, returns: Array, old_values: Array, mask: Array, *,
 
 
 def _entropy(logits: Array) -> Array:
-    logits = f32(logits)
-    p = jax.nn.softmax(logits, axis=-1)
-    return jax.nn.logsumexp(logits, axis=-1) - jnp.sum(p * logits, axis=-1)
+    # verl's logsumexp(z) - sum(p z), on z - max(z): the same value, but both terms stay small,
+    # so their difference loses less to float32 cancellation.
+    z = f32(logits)
+    z = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    p = jax.nn.softmax(z, axis=-1)
+    return jax.nn.logsumexp(z, axis=-1) - jnp.sum(p * z, axis=-1)
 
 
 def entropy_from_logits(logits: Array, *, chunk_size: int | None = None) -> Array:
