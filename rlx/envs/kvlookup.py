@@ -1,0 +1,72 @@
+"""`kvlookup`: multi-hop retrieval over a random per-episode key→value table that only the
+`lookup` tool can read.
+
+The user prompt gives a start key and a hop count H; each lookup's value is the next key, and the
+answer is the value reached after H lookups. The table is never shown, so an agent must carry
+each round's tool result into the next call (a test that it uses its context). Keys and values
+are distinct two-digit numbers; entries off the chain point at random keys of the table. The
+add/sub tools are listed as distractors.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rlx.envs import scaffold as S
+from rlx.envs import tokens as T
+from rlx.envs.base import Chunk
+from rlx.envs.tool_env import Task, ToolEnv, ToolEnvParams
+
+KEY_LO, KEY_HI = 10, 100   # two-digit keys
+
+USER_PROMPTS = S.Axis("user_prompt", train=(
+    S.UserPrompt("Start at key ", ". Look up ", " times, using each value as the next key. "
+                 "Answer the last value."),
+    S.UserPrompt("Key ", ": follow the chain for ", " hops and report where it ends."),
+    S.UserPrompt("From ", ", do ", " lookups in a row and give the final value."),
+    S.UserPrompt("Chain lookups: start ", ", hops ", "."),
+), heldout=(
+    S.UserPrompt("Begin with ", " and look up the result ", " times."),
+    S.UserPrompt("Follow ", " through the table for ", " steps."),
+))
+
+
+class KVLookup(ToolEnv):
+    name = "kvlookup"
+    tools = (S.LOOKUP, S.ADD, S.SUB, S.REVEAL)
+
+    def __init__(self, tokenizer=None, max_steps: int = 4, table_size: int = 0):
+        self.table_size = int(table_size) if table_size else max(8, max_steps + 1)
+        if not max_steps < self.table_size <= KEY_HI - KEY_LO:
+            raise ValueError(f"kvlookup needs max_steps < table_size <= {KEY_HI - KEY_LO}, got "
+                             f"max_steps={max_steps}, table_size={self.table_size}")
+        super().__init__(tokenizer, max_steps)
+
+    def user_prompt_axis(self) -> S.Axis:
+        return USER_PROMPTS
+
+    def slot_sizes(self) -> tuple[int, int]:
+        return T.NUM_LEN, T.NUM_LEN
+
+    def sample_task(self, key: jax.Array, params: ToolEnvParams) -> Task:
+        k_n, k_perm, k_val = jax.random.split(key, 3)
+        hi = jnp.clip(params.num_steps, 1, self.max_steps)
+        lo = jnp.where(params.min_steps > 0, jnp.clip(params.min_steps, 1, hi), hi)
+        n = jax.random.randint(k_n, (), lo, hi + 1)
+        keys = KEY_LO + jax.random.permutation(k_perm, KEY_HI - KEY_LO)[: self.table_size]
+        idx = jnp.arange(self.table_size)
+        other = keys[jax.random.randint(k_val, (self.table_size,), 0, self.table_size)]
+        values = jnp.where(idx < n, jnp.roll(keys, -1), other)
+        steps = jnp.arange(self.max_steps)
+        plan_args = jnp.stack([keys[steps], jnp.zeros_like(steps)], -1)
+        return Task(answer=keys[n].astype(jnp.int32), n_steps=n.astype(jnp.int32),
+                    plan_tool=jnp.full((self.max_steps,), S.LOOKUP, jnp.int32),
+                    plan_args=plan_args.astype(jnp.int32), table_keys=keys.astype(jnp.int32),
+                    table_values=values.astype(jnp.int32))
+
+    def task_slots(self, task: Task) -> tuple[Chunk, Chunk]:
+        tb = self.tables
+        x = T.render_int(task.table_keys[0], tb.digit_ids, tb.minus_id)
+        y = T.render_int(task.n_steps, tb.digit_ids, tb.minus_id)
+        return Chunk(*x), Chunk(*y)
