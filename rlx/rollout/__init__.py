@@ -5,11 +5,11 @@
                                     **rlx.rollout.rollout_kwargs(config.rollout))
 """
 
-from rlx.rollout.config import SamplingConfig, default_config, rollout_kwargs
+from rlx.rollout.config import SamplingConfig, rollout_kwargs
 from rlx.rollout.episodes import episode_keys, run_episodes
 from rlx.rollout.sampler import sample
 from rlx.rollout.sampling import filter_logits, select_tokens
 from rlx.rollout.trajectory import FinishReason, Trajectory
 
-__all__ = ["FinishReason", "SamplingConfig", "Trajectory", "default_config", "episode_keys",
+__all__ = ["FinishReason", "SamplingConfig", "Trajectory", "episode_keys",
            "filter_logits", "rollout_kwargs", "run_episodes", "sample", "select_tokens"]

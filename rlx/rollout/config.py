@@ -24,7 +24,7 @@ class SamplingConfig:
     top_p:           nucleus mass (1.0 = off).
     max_new_tokens:  per call of `sample`; per round in `run_episodes`.
     max_len:         total row length (prompt + everything after it); also the KV cache size.
-                     0 = prompt + max_new_tokens (sample) / required (run_episodes).
+                     0 = prompt + max_new_tokens (sample) / the worst case (run_episodes).
     max_rounds:      policy segments per episode (run_episodes only).
     head_dtype:      LM-head dtype of the sampler; None = the model's `head_dtype`.
     stop_tokens:     extra stop token ids (run_episodes adds the env's `stop_token_ids`).
@@ -68,19 +68,13 @@ EPISODE_KEYS = ("batch_size", "group_size")
 SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """The `rollout` section with its defaults (head_dtype '' = the model's)."""
-    return ml_collections.ConfigDict(dict(
-        temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=64, max_len=512, max_rounds=8,
-        head_dtype="", stop_tokens=(), batch_size=16, group_size=1))
-
-
 def rollout_kwargs(cfg: ml_collections.ConfigDict | dict) -> dict[str, Any]:
     """Keyword arguments for `sample` / `run_episodes` from a `rollout` config section.
 
-    Reads the SamplingConfig fields and `batch_size`, `group_size` where present; other keys of
-    the section (belonging to the trainer) are left alone. An empty or None head_dtype means
-    "the model's". Values are validated by building a SamplingConfig.
+    Reads the SamplingConfig fields and `batch_size`, `group_size` where present (the section
+    built by `configs/common.py:rollout_section`); other keys of the section (the trainer's) are
+    left alone. An empty or None head_dtype means "the model's". Values are validated by building
+    a SamplingConfig, so a bad value fails here with its `rollout.<key>` name.
     """
     values = dict(cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg)
     out = {k: values[k] for k in SAMPLING_KEYS + EPISODE_KEYS if k in values}
