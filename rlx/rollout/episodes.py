@@ -73,10 +73,10 @@ def _tool_calls(st: engine.RolloutState, info: dict) -> Array:
 
 # -- the on-device driver -------------------------------------------------------------------------
 
-def _episodes_fn(policy, env: Env, opts: SamplingConfig, width: int, batch_size: int,
-                 group_size: int, params, env_params, key) -> Trajectory:
-    b, m = batch_size, opts.max_new_tokens
-    reset_keys, group, sample_key, env_key = episode_keys(key, b, group_size)
+def _episodes_fn(policy, env: Env, opts: SamplingConfig, width: int, params, env_params,
+                 keys) -> Trajectory:
+    reset_keys, group, sample_key, env_key = keys
+    b, m = reset_keys.shape[0], opts.max_new_tokens
     prompt, env_state = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
     st = engine.start(policy, params, prompt.tokens, prompt.length, sample_key, width,
                       opts.head_dtype)
@@ -133,11 +133,11 @@ def _stack_rows(rows: list, batch: int) -> Any:
                         *[zero if r is None else r for r in rows])
 
 
-def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, batch_size: int,
-                   group_size: int, params, env_params, key) -> Trajectory:
-    b, m, o = batch_size, opts.max_new_tokens, env.max_obs_len
+def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, env_params,
+                   keys) -> Trajectory:
+    reset_keys, group, sample_key, env_key = keys
+    b, m, o = reset_keys.shape[0], opts.max_new_tokens, env.max_obs_len
     static = (opts, width)
-    reset_keys, group, sample_key, env_key = episode_keys(key, b, group_size)
 
     prompts = np.zeros((b, env.max_prompt_len), np.int32)
     lengths = np.zeros((b,), np.int32)
@@ -233,9 +233,10 @@ def run_episodes(policy, params: Params, env: Env, env_params: Any, key: Array, 
                           stop_tokens=tuple(stop_tokens) + tuple(env.stop_token_ids))
     _jit.check_batch(policy, batch_size)
     host = (not env.jittable) if host_loop is None else host_loop
-    args = (policy, env, opts, max_len, batch_size, group_size, params, env_params, key)
+    # Keys are derived outside the compiled function, so group_size is not part of its shape.
+    keys = episode_keys(key, batch_size, group_size)
     if host:
-        return _episodes_host(*args)
-    fn = functools.partial(_episodes_fn, *args[:6])
-    return _jit.call("episodes", fn, policy, (env, opts, max_len, batch_size, group_size),
-                     (params, env_params, key), batch=batch_size, replicated_argnums=(1, 2))
+        return _episodes_host(policy, env, opts, max_len, params, env_params, keys)
+    fn = functools.partial(_episodes_fn, policy, env, opts, max_len)
+    return _jit.call("episodes", fn, policy, (env, opts, max_len), (params, env_params, keys),
+                     batch=batch_size, replicated_argnums=(1,))
