@@ -185,9 +185,11 @@ class Critic(Policy):
         return module.value(module(tokens).hidden)
 
     def values(self, params: Params, tokens: Array, *, attn_mask: Array | None = None) -> Array:
-        """Float32 values [B,T]: entry t is the value of the state after tokens[:t+1]."""
+        """Float32 values [B,T] aligned like `token_logprobs`: entry t is V(tokens[:t]), the value
+        of the state in which tokens[t] is generated (read off position t-1); entry 0 is 0."""
         hidden = self.forward(params, tokens, attn_mask=attn_mask).hidden
-        return self.module.apply({"params": params}, hidden, method=Transformer.value)
+        v = self.module.apply({"params": params}, hidden[:, :-1], method=Transformer.value)
+        return jnp.pad(v, ((0, 0), (1, 0)))
 
     def logits(self, *args, **kwargs):
         raise TypeError("Critic has a value head, not an LM head; use values()")

@@ -114,7 +114,7 @@ def apply_if_finite(optimizer: optax.GradientTransformation, params, opt_state, 
                     loss: Array) -> tuple[Any, Any, Array, Array]:
     """One optimizer step, or none if the loss or the gradient norm is not finite.
     Returns (params, opt_state, grad_norm, finite)."""
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
     updates, new_opt = optimizer.update(grads, opt_state, params)
