@@ -21,8 +21,7 @@ from rlx.envs.tool_env import Task, ToolEnv, ToolEnvParams
 KEY_LO, KEY_HI = 10, 100   # two-digit keys
 
 USER_PROMPTS = S.Axis("user_prompt", train=(
-    S.UserPrompt("Start at key ", ". Look up ", " times, using each value as the next key. "
-                 "Answer the last value."),
+    S.UserPrompt("Start at key ", ". Look up ", " times; each value is the next key."),
     S.UserPrompt("Key ", ": follow the chain for ", " hops and report where it ends."),
     S.UserPrompt("From ", ", do ", " lookups in a row and give the final value."),
     S.UserPrompt("Chain lookups: start ", ", hops ", "."),
@@ -50,13 +49,16 @@ class KVLookup(ToolEnv):
         return T.NUM_LEN, T.NUM_LEN
 
     def sample_task(self, key: jax.Array, params: ToolEnvParams) -> Task:
-        k_n, k_perm, k_val = jax.random.split(key, 3)
+        k = self.table_size
+        n_keys = KEY_HI - KEY_LO
+        bits = jax.random.bits(key, (1 + n_keys + k,), jnp.uint32)
         hi = jnp.clip(params.num_steps, 1, self.max_steps)
         lo = jnp.where(params.min_steps > 0, jnp.clip(params.min_steps, 1, hi), hi)
-        n = jax.random.randint(k_n, (), lo, hi + 1)
-        keys = KEY_LO + jax.random.permutation(k_perm, KEY_HI - KEY_LO)[: self.table_size]
-        idx = jnp.arange(self.table_size)
-        other = keys[jax.random.randint(k_val, (self.table_size,), 0, self.table_size)]
+        n = T.randint(bits[0], lo, hi + 1)
+        # A random permutation of the key space (one sort), first `table_size` are the keys.
+        keys = KEY_LO + jnp.argsort(bits[1:1 + n_keys])[:k]
+        idx = jnp.arange(k)
+        other = keys[T.randint(bits[1 + n_keys:], 0, k)]
         values = jnp.where(idx < n, jnp.roll(keys, -1), other)
         steps = jnp.arange(self.max_steps)
         plan_args = jnp.stack([keys[steps], jnp.zeros_like(steps)], -1)

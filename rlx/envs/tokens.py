@@ -37,6 +37,45 @@ def concat(segments: Sequence[tuple[Array, Array]], size: int, pad_id: int = 0) 
     return Chunk(out, jnp.minimum(valid.sum(), size).astype(jnp.int32))
 
 
+class Pieces:
+    """A token buffer for `render_segments`: a constant flat table plus dynamic pieces appended
+    inside jit; `add` returns each piece's offset."""
+
+    def __init__(self, flat: np.ndarray):
+        self._parts: list[Array] = [jnp.asarray(flat, jnp.int32)]
+        self._size = int(np.shape(flat)[0])
+
+    def add(self, tokens: Array) -> int:
+        tokens = jnp.asarray(tokens, jnp.int32).reshape(-1)
+        off = self._size
+        self._parts.append(tokens)
+        self._size += tokens.shape[0]
+        return off
+
+    def buf(self) -> Array:
+        return jnp.concatenate(self._parts)
+
+
+def render_segments(buf: Array, offs: Array, lens: Array, size: int, pad_id: int = 0) -> Chunk:
+    """Pack segments `buf[offs[i] : offs[i] + lens[i]]` back to back into a `Chunk` of `size`.
+
+    A constant number of ops whatever the number of segments (one compare of positions against
+    segment ends, one gather), which keeps compile time low for prompts made of many pieces.
+    `buf` is typically a flat table of every variant's tokens with dynamic pieces (numbers,
+    random names) appended. Tokens past `size` are dropped and `length` is clipped.
+    """
+    lens = jnp.maximum(jnp.asarray(lens, jnp.int32), 0)
+    offs = jnp.asarray(offs, jnp.int32)
+    ends = jnp.cumsum(lens)
+    p = jnp.arange(size, dtype=jnp.int32)
+    seg = jnp.minimum((p[:, None] >= ends[None, :]).sum(-1), lens.shape[0] - 1)
+    src = offs[seg] + p - (ends - lens)[seg]
+    tok = jnp.take(buf, src, mode="clip")
+    total = ends[-1]
+    return Chunk(jnp.where(p < total, tok, pad_id).astype(jnp.int32),
+                 jnp.minimum(total, size).astype(jnp.int32))
+
+
 def render_int(value: Array, digit_ids: Array, minus_id: int) -> tuple[Array, Array]:
     """An int32 (|v| ≤ MAX_ABS, clipped otherwise) as digit tokens: (tokens [NUM_LEN], length)."""
     v = jnp.clip(jnp.asarray(value, jnp.int32), -MAX_ABS, MAX_ABS)
@@ -89,6 +128,17 @@ def parse_int(tokens: Array, length: Array, pos: Array, digit_value: Array,
     mag = (jnp.where(is_digit, d, 0) * powers).sum()
     value = jnp.where(neg, -mag, mag).astype(jnp.int32)
     return ok, jnp.where(ok, value, 0), (start + n).astype(jnp.int32)
+
+
+def randint(bits: Array, lo: Array, hi: Array) -> Array:
+    """Integers in [lo, hi) from uint32 random `bits` (same shape after broadcasting).
+
+    `bits % span`: biased by at most span / 2**31 (negligible for the small ranges here). The
+    envs draw one `jax.random.bits` per reset and derive everything from it, because each
+    `jax.random.randint` costs a second of XLA compile time on CPU.
+    """
+    span = jnp.maximum(jnp.asarray(hi) - jnp.asarray(lo), 1)
+    return (jnp.asarray(lo) + (bits >> 1).astype(jnp.int32) % span).astype(jnp.int32)
 
 
 def write_chunk(buf: Array, pos: Array, chunk: Chunk) -> Array:

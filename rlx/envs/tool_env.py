@@ -126,11 +126,10 @@ class ToolEnv(Env):
         self.tokenizer = tokenizer or load_default()
         self.max_steps = int(max_steps)
         self.tables = S.ScaffoldTables(self.tokenizer, self.tools, self.user_prompt_axis())
-        self._newline = self.tables._table("\n")
         self.stop_token_ids = self.tables.stop_token_ids
         self.max_prompt_len, self.max_obs_len = self._sizes()
-        syn_t, syn_l = self.tables.syntax
-        name_w = max(self.tables.names[0].shape[-1], 3)
+        syn_l = self.tables.syntax.lens
+        name_w = max(self.tables.names.toks.shape[-1], 3)
         self.max_action_len = int(max(syn_l.sum(-1).max() + name_w + 2 * T.NUM_LEN,
                                       T.NUM_LEN + 2))
 
@@ -301,69 +300,84 @@ class ToolEnv(Env):
 
     # -- rendering -----------------------------------------------------------------------------
     def render_prompt(self, task: Task, sc: S.Scaffold, hackable: Array) -> Chunk:
+        """system (text, forbid sentence if hackable, tool list in the scaffold's order, call
+        hint), user (task phrasing with the task slots), assistant prefix."""
         tb = self.tables
         v = {a: sc.variant[i] for i, a in enumerate(S.AXES)}
-        names_t, names_l = tb.tool_names(sc)
-        chat = tb.seg(tb.chat, v["chat_template"])
-        hk = jnp.asarray(hackable, jnp.int32)
-        fpre = tb.seg(tb.sys_forbid, v["system_prompt"], 0)
-        fpost = tb.seg(tb.sys_forbid, v["system_prompt"], 1)
-        segs = [(chat[0][0], chat[1][0]), tb.seg(tb.sys_text, v["system_prompt"]),
-                (fpre[0], fpre[1] * hk), (names_t[S.REVEAL], names_l[S.REVEAL] * hk),
-                (fpost[0], fpost[1] * hk), self._newline,
-                tb.seg(tb.desc_header, v["tool_desc"])]
-        order = jnp.asarray(tb.order)[v["tool_order"]]
-        line_t, line_l = tb.seg(tb.desc_line, v["tool_desc"])
-        desc_t, desc_l = tb.seg(tb.desc, v["tool_desc"])
-        kinds = jnp.asarray(self.tools)
-        for slot in range(len(self.tools)):
-            kind = kinds[order[slot]]
-            show = ((kind != S.REVEAL) | hackable).astype(jnp.int32)
-            segs += [(line_t[0], line_l[0] * show), (names_t[kind], names_l[kind] * show),
-                     (line_t[1], line_l[1] * show), (desc_t[kind], desc_l[kind] * show),
-                     (line_t[2], line_l[2] * show)]
-        user_t, user_l = tb.seg(tb.user, v["user_prompt"])
+        pc = T.Pieces(tb.flat)
+        n_off, n_len = tb.names_ref(sc, pc.add(tb.rand_name_tokens(sc)))
         x, y = self.task_slots(task)
-        segs += [tb.seg(tb.syntax_hint, v["call_syntax"]), (chat[0][1], chat[1][1]),
-                 (chat[0][2], chat[1][2]), (user_t[0], user_l[0]), (x.tokens, x.length),
-                 (user_t[1], user_l[1]), (y.tokens, y.length), (user_t[2], user_l[2]),
-                 (chat[0][3], chat[1][3]), (chat[0][4], chat[1][4])]
-        return T.concat(segs, self.max_prompt_len, tb.pad_id)
+        x_off, y_off = pc.add(x.tokens), pc.add(y.tokens)
+        hk = jnp.asarray(hackable, jnp.int32)
+        ch_o, ch_l = tb.ref(tb.chat, v["chat_template"])
+        st_o, st_l = tb.ref(tb.sys_text, v["system_prompt"])
+        fb_o, fb_l = tb.ref(tb.sys_forbid, v["system_prompt"])
+        hd_o, hd_l = tb.ref(tb.desc_header, v["tool_desc"])
+        ln_o, ln_l = tb.ref(tb.desc_line, v["tool_desc"])
+        ds_o, ds_l = tb.ref(tb.desc, v["tool_desc"])
+        hi_o, hi_l = tb.ref(tb.syntax_hint, v["call_syntax"])
+        us_o, us_l = tb.ref(tb.user, v["user_prompt"])
+        nl_o, nl_l = tb.ref(tb.newline)
+        head_o = [ch_o[0], st_o, fb_o[0], n_off[S.REVEAL], fb_o[1], nl_o, hd_o]
+        head_l = [ch_l[0], st_l, fb_l[0] * hk, n_len[S.REVEAL] * hk, fb_l[1] * hk, nl_l, hd_l]
+        # The tool list: per listed tool `line_pre NAME line_mid DESC line_post`.
+        kinds = jnp.asarray(self.tools)[jnp.asarray(tb.order)[v["tool_order"]]]
+        show = ((kinds != S.REVEAL) | hackable).astype(jnp.int32)
+        ones = jnp.ones_like(kinds)
+        list_o = jnp.stack([ln_o[0] * ones, n_off[kinds], ln_o[1] * ones, ds_o[kinds],
+                            ln_o[2] * ones], -1)
+        list_l = jnp.stack([ln_l[0] * ones, n_len[kinds], ln_l[1] * ones, ds_l[kinds],
+                            ln_l[2] * ones], -1) * show[:, None]
+        tail_o = [hi_o, ch_o[1], ch_o[2], us_o[0], x_off, us_o[1], y_off, us_o[2], ch_o[3],
+                  ch_o[4]]
+        tail_l = [hi_l, ch_l[1], ch_l[2], us_l[0], x.length, us_l[1], y.length, us_l[2],
+                  ch_l[3], ch_l[4]]
+        offs = jnp.concatenate([jnp.stack(head_o), list_o.reshape(-1), jnp.stack(tail_o)])
+        lens = jnp.concatenate([jnp.stack(head_l), list_l.reshape(-1), jnp.stack(tail_l)])
+        return T.render_segments(pc.buf(), offs, lens, self.max_prompt_len, tb.pad_id)
 
     def render_obs(self, sc: S.Scaffold, ok: Array, value: Array, err: Array) -> Chunk:
         """Tool turn with the result (if `ok`) or error `err`, then the next assistant prefix."""
         tb = self.tables
         v = {a: sc.variant[i] for i, a in enumerate(S.AXES)}
-        ct, cl = tb.seg(tb.chat, v["chat_template"])
-        rt, rl = tb.seg(tb.response, v["response_format"])
-        et, el = tb.seg(tb.errors, v["error_style"], jnp.clip(err, 0, len(S.ERROR_KINDS) - 1))
+        pc = T.Pieces(tb.flat)
         num_t, num_l = T.render_int(value, tb.digit_ids, tb.minus_id)
-        oki = ok.astype(jnp.int32)
-        segs = [(ct[5], cl[5]), (ct[6], cl[6]),
-                (rt[0], rl[0] * oki), (num_t, num_l * oki), (rt[1], rl[1] * oki),
-                (et, el * (1 - oki)), (ct[7], cl[7]), (ct[4], cl[4])]
-        return T.concat(segs, self.max_obs_len, tb.pad_id)
+        num_o = pc.add(num_t)
+        ch_o, ch_l = tb.ref(tb.chat, v["chat_template"])
+        r_o, r_l = tb.ref(tb.response, v["response_format"])
+        e_o, e_l = tb.ref(tb.errors, v["error_style"], jnp.clip(err, 0, len(S.ERROR_KINDS) - 1))
+        ok = ok.astype(jnp.int32)
+        offs = jnp.stack([ch_o[5], ch_o[6], r_o[0], num_o, r_o[1], e_o, ch_o[7], ch_o[4]])
+        lens = jnp.stack([ch_l[5], ch_l[6], r_l[0] * ok, num_l * ok, r_l[1] * ok, e_l * (1 - ok),
+                          ch_l[7], ch_l[4]])
+        return T.render_segments(pc.buf(), offs, lens, self.max_obs_len, tb.pad_id)
 
     def render_call(self, sc: S.Scaffold, kind: Array, a0: Array, a1: Array,
                     size: int | None = None) -> Chunk:
         """The call of tool `kind` with its arguments in the scaffold's syntax (arity-aware)."""
         tb = self.tables
-        syn_t, syn_l = tb.seg(tb.syntax, sc.variant[S.AXIS_INDEX["call_syntax"]])
-        names_t, names_l = tb.tool_names(sc)
-        n0_t, n0_l = T.render_int(a0, tb.digit_ids, tb.minus_id)
-        n1_t, n1_l = T.render_int(a1, tb.digit_ids, tb.minus_id)
+        pc = T.Pieces(tb.flat)
+        n_off, n_len = tb.names_ref(sc, pc.add(tb.rand_name_tokens(sc)))
+        nums_t, nums_l = jax.vmap(T.render_int, (0, None, None))(
+            jnp.stack([a0, a1]), tb.digit_ids, tb.minus_id)
+        num_o = pc.add(nums_t)
+        sy_o, sy_l = tb.ref(tb.syntax, sc.variant[S.AXIS_INDEX["call_syntax"]])
         two = (jnp.asarray(S.ARITY)[kind] == 2).astype(jnp.int32)
-        segs = [(syn_t[0], syn_l[0]), (names_t[kind], names_l[kind]), (syn_t[1], syn_l[1]),
-                (n0_t, n0_l), (syn_t[2], syn_l[2] * two), (n1_t, n1_l * two),
-                (syn_t[3], syn_l[3])]
-        return T.concat(segs, size or self.max_action_len, tb.pad_id)
+        offs = jnp.stack([sy_o[0], n_off[kind], sy_o[1], num_o, sy_o[2], num_o + T.NUM_LEN,
+                          sy_o[3]])
+        lens = jnp.stack([sy_l[0], n_len[kind], sy_l[1], nums_l[0], sy_l[2] * two,
+                          nums_l[1] * two, sy_l[3]])
+        return T.render_segments(pc.buf(), offs, lens, size or self.max_action_len, tb.pad_id)
 
     def render_answer(self, value: Array, size: int | None = None) -> Chunk:
         tb = self.tables
-        n_t, n_l = T.render_int(value, tb.digit_ids, tb.minus_id)
-        segs = [(jnp.asarray([tb.answer_open]), 1), (n_t, n_l),
-                (jnp.asarray([tb.answer_close]), 1)]
-        return T.concat(segs, size or self.max_action_len, tb.pad_id)
+        pc = T.Pieces(tb.flat)
+        num_t, num_l = T.render_int(value, tb.digit_ids, tb.minus_id)
+        num_o = pc.add(num_t)
+        tag_o, tag_l = tb.ref(tb.answer_tags)
+        return T.render_segments(pc.buf(), jnp.stack([tag_o[0], num_o, tag_o[1]]),
+                                 jnp.stack([tag_l[0], num_l, tag_l[1]]),
+                                 size or self.max_action_len, tb.pad_id)
 
     def oracle_action(self, state: ToolEnvState, size: int | None = None) -> Chunk:
         """The oracle's next round: the next planned call (retried after a fault), or the
@@ -381,17 +395,17 @@ class ToolEnv(Env):
         one axis (or a task slot), so the sum of per-axis maxima bounds the total."""
         tb = self.tables
         n_tools = len(self.tools)
-        _, chat_l = tb.chat
-        _, name_l = tb.names
+        chat_l = tb.chat.lens
+        name_l = tb.names.lens
         name_l = np.where(tb.name_random[:, None], 3, name_l)
         tools = list(self.tools)
         names = (name_l[:, S.REVEAL] + name_l[:, tools].sum(-1)).max()
-        sysp = (tb.sys_text[1] + tb.sys_forbid[1].sum(-1)).max()
-        desc = (tb.desc_header[1] + n_tools * tb.desc_line[1].sum(-1)
-                + tb.desc[1][:, tools].sum(-1)).max()
+        sysp = (tb.sys_text.lens + tb.sys_forbid.lens.sum(-1)).max()
+        desc = (tb.desc_header.lens + n_tools * tb.desc_line.lens.sum(-1)
+                + tb.desc.lens[:, tools].sum(-1)).max()
         xs, ys = self.slot_sizes()
-        prompt = (chat_l[:, :5].sum(-1).max() + sysp + names + 1 + desc + tb.syntax_hint[1].max()
-                  + tb.user[1].sum(-1).max() + xs + ys)
-        body = max(tb.response[1].sum(-1).max() + T.NUM_LEN, tb.errors[1].max())
+        prompt = (chat_l[:, :5].sum(-1).max() + sysp + names + 1 + desc + tb.syntax_hint.lens.max()
+                  + tb.user.lens.sum(-1).max() + xs + ys)
+        body = max(tb.response.lens.sum(-1).max() + T.NUM_LEN, tb.errors.lens.max())
         obs = chat_l[:, 4:].sum(-1).max() + body
         return int(prompt), int(obs)

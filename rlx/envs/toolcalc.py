@@ -17,6 +17,7 @@ from rlx.envs import scaffold as S
 from rlx.envs import tokens as T
 from rlx.envs.base import Chunk
 from rlx.envs.tool_env import Task, ToolEnv, ToolEnvParams
+from rlx.tokenizer import load_default
 
 BOUND = 10**6
 OP_TEXT = (" + ", " - ", " * ")
@@ -37,28 +38,30 @@ class ToolCalc(ToolEnv):
     tools = (S.ADD, S.SUB, S.MUL, S.REVEAL)
 
     def __init__(self, tokenizer=None, max_steps: int = 4):
-        super().__init__(tokenizer, max_steps)
+        tok = tokenizer or load_default()
+        self._op_width = max(len(tok.encode(t)) for t in OP_TEXT)   # slot_sizes needs it
+        super().__init__(tok, max_steps)
         self._ops = self.tables._table(list(OP_TEXT))
         self._open = self.tables._single("(")
         self._close = self.tables._single(")")
-        # _sizes ran before the op table existed; it only needs slot_sizes, which is static.
 
     def user_prompt_axis(self) -> S.Axis:
         return USER_PROMPTS
 
     def slot_sizes(self) -> tuple[int, int]:
-        # (n-1) "(" + per step: op text (≤ 3 tokens), operand (≤ 3 digits), ")".
-        return self.max_steps - 1 + T.NUM_LEN + self.max_steps * (3 + 3 + 1), 1
+        # (n-1) "(", the first operand, then per step: op text, operand, ")". Operands have at
+        # most 3 digits (max_operand ≤ 999).
+        return self.max_steps - 1 + 3 + self.max_steps * (self._op_width + 3 + 1), 1
 
     def sample_task(self, key: jax.Array, params: ToolEnvParams) -> Task:
         n_max = self.max_steps
-        k_n, k_a, k_o = jax.random.split(key, 3)
+        bits = jax.random.bits(key, (2 * n_max + 2,), jnp.uint32)
         hi = jnp.clip(params.num_steps, 1, n_max)
         lo = jnp.where(params.min_steps > 0, jnp.clip(params.min_steps, 1, hi), hi)
-        n = jax.random.randint(k_n, (), lo, hi + 1)
+        n = T.randint(bits[0], lo, hi + 1)
         max_op = jnp.clip(params.max_operand, 1, 999)
-        operands = jax.random.randint(k_a, (n_max + 1,), 1, max_op + 1)
-        ops = jax.random.randint(k_o, (n_max,), 0, 3)
+        operands = T.randint(bits[1:n_max + 2], 1, max_op + 1)
+        ops = T.randint(bits[n_max + 2:], 0, 3)
 
         def body(v, x):
             op, b = x
@@ -78,19 +81,22 @@ class ToolCalc(ToolEnv):
 
     def task_slots(self, task: Task) -> tuple[Chunk, Chunk]:
         tb = self.tables
-        n_max = self.max_steps
-        ops_t, ops_l = self._ops
-        nums = self.operands(task)
-        parens = jnp.full((max(n_max - 1, 1),), self._open, jnp.int32)
-        close = jnp.asarray([self._close], jnp.int32)
-        segs = [(parens, task.n_steps - 1), T.render_int(nums[0], tb.digit_ids, tb.minus_id)]
-        for i in range(n_max):
-            on = (i < task.n_steps).astype(jnp.int32)
-            op = task.plan_tool[i]
-            num_t, num_l = T.render_int(nums[i + 1], tb.digit_ids, tb.minus_id)
-            segs += [(jnp.asarray(ops_t)[op], jnp.asarray(ops_l)[op] * on), (num_t, num_l * on),
-                     (close, on * (i < task.n_steps - 1))]
-        x = T.concat(segs, self.slot_sizes()[0], tb.pad_id)
+        n_max, n = self.max_steps, task.n_steps
+        pc = T.Pieces(tb.flat)
+        nums_t, nums_l = jax.vmap(T.render_int, (0, None, None))(
+            self.operands(task), tb.digit_ids, tb.minus_id)
+        num_o = pc.add(nums_t) + T.NUM_LEN * jnp.arange(n_max + 1)
+        open_o = pc.add(jnp.full((max(n_max - 1, 1),), self._open, jnp.int32))
+        close_o = pc.add(jnp.asarray([self._close], jnp.int32))
+        on = (jnp.arange(n_max) < n).astype(jnp.int32)
+        op_o, op_l = jnp.asarray(self._ops.offs)[task.plan_tool], jnp.asarray(self._ops.lens)[task.plan_tool]
+        # "(" * (n-1), a0, then per step: op, operand, ")" (not after the last step).
+        step_o = jnp.stack([op_o, num_o[1:], close_o * jnp.ones_like(op_o)], -1).reshape(-1)
+        step_l = jnp.stack([op_l * on, nums_l[1:] * on,
+                            (jnp.arange(n_max) < n - 1).astype(jnp.int32)], -1).reshape(-1)
+        offs = jnp.concatenate([jnp.stack([open_o, num_o[0]]), step_o])
+        lens = jnp.concatenate([jnp.stack([n - 1, nums_l[0]]), step_l])
+        x = T.render_segments(pc.buf(), offs, lens, self.slot_sizes()[0], tb.pad_id)
         return x, Chunk(jnp.zeros((1,), jnp.int32), jnp.zeros((), jnp.int32))
 
     def expression(self, task: Task) -> str:

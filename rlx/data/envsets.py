@@ -1,0 +1,234 @@
+"""TFDS builders (array_record, no TensorFlow) for frozen evaluation sets and oracle
+demonstrations of the jittable envs.
+
+- `rlx_env_eval`: episodes' starting points — task, scaffold choice and rendered prompt — so an
+  evaluation replays exactly the same episodes (`env.reset_to(task, scaffold, params)`) whatever
+  the JAX version's random streams. Splits `train` (train scaffold variants) and `heldout`.
+- `rlx_oracle_demos`: whole oracle episodes (tokens, policy_mask, lengths, scaffold and task ids)
+  for the supervised warm start. Same splits.
+
+Both are parameterized by an `EnvSetConfig` (env name and `make` overrides, which axes vary,
+sizes, seed); building twice with the same config gives the same records. Read back with
+`tfds.data_source` (`load_eval_set`, `load_demos` do it and stack to arrays).
+
+    cfg = EnvSetConfig(name="toolcalc_s2", env="toolcalc", overrides=(("num_steps", 2),),
+                       axes="all_axes", num_train=256, num_heldout=256)
+    build(cfg, data_dir)
+    task, scaffold, prompts = load_eval_set(cfg, data_dir, "heldout")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rlx.envs import registry
+from rlx.envs import scaffold as S
+from rlx.envs.base import Chunk
+from rlx.envs.play import play
+from rlx.envs.tool_env import Task
+
+SPLITS = ("train", "heldout")
+_GEN_BATCH = 64
+
+
+@dataclasses.dataclass(eq=False)
+class EnvSetConfig(tfds.core.BuilderConfig):
+    """`overrides`: (key, value) pairs for `rlx.envs.make` (hashable, recorded in the dataset).
+    `axes`: which scaffold axes vary (a preset of `AXIS_PRESETS` or a tuple of names); the
+    `train` split samples their train variants, `heldout` their held-out variants."""
+
+    env: str = "toolcalc"
+    overrides: tuple = ()
+    axes: Any = "all_axes"
+    num_train: int = 64
+    num_heldout: int = 64
+    seed: int = 0
+    max_rounds: int = 0      # demos: 0 -> 3 * max_steps + 2 (enough for the oracle)
+
+
+def make_env(cfg: EnvSetConfig, split: str):
+    return registry.make(cfg.env, split=split, axes=cfg.axes, **dict(cfg.overrides))
+
+
+def _task_features(env) -> dict:
+    s = env.max_steps
+    k = int(jax.eval_shape(env.sample_task, jax.random.PRNGKey(0),
+                           env.default_params).table_keys.shape[0])
+    t = tfds.features.Tensor
+    return {
+        "answer": t(shape=(), dtype=np.int32), "n_steps": t(shape=(), dtype=np.int32),
+        "plan_tool": t(shape=(s,), dtype=np.int32), "plan_args": t(shape=(s, 2), dtype=np.int32),
+        "table_keys": t(shape=(k,), dtype=np.int32), "table_values": t(shape=(k,), dtype=np.int32),
+    }
+
+
+def _scaffold_features() -> dict:
+    t = tfds.features.Tensor
+    return {"variant": t(shape=(len(S.AXES),), dtype=np.int32),
+            "rand_names": t(shape=(len(S.TOOL_KINDS), 3), dtype=np.int32)}
+
+
+def _split_key(cfg: EnvSetConfig, split: str) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), SPLITS.index(split))
+
+
+def _rows(tree: Any, n: int):
+    arrs = jax.tree.map(np.asarray, tree)
+    for i in range(n):
+        yield jax.tree.map(lambda a: a[i], arrs)
+
+
+class RlxEnvEval(tfds.core.GeneratorBasedBuilder):
+    """Frozen evaluation episodes: task + scaffold + prompt per example."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
+    # resolving the module path through `importlib_resources`, which is not installed.
+    code_path = None
+    BUILDER_CONFIGS = [EnvSetConfig(name="default")]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        env, _ = make_env(self.builder_config, "train")
+        t = tfds.features.Tensor
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict({
+            "index": t(shape=(), dtype=np.int32),
+            "prompt": t(shape=(env.max_prompt_len,), dtype=np.int32),
+            "prompt_length": t(shape=(), dtype=np.int32),
+            "task": _task_features(env), "scaffold": _scaffold_features()}))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        cfg = self.builder_config
+        env, params = make_env(cfg, split)
+        n = cfg.num_train if split == "train" else cfg.num_heldout
+        reset = _jitted(env, "reset")
+        keys = jax.random.split(_split_key(cfg, split), n)
+        for start in range(0, n, _GEN_BATCH):
+            prompt, state = reset(keys[start:start + _GEN_BATCH], params)
+            out = dict(prompt=prompt.tokens, prompt_length=prompt.length,
+                       task=_task_dict(state.task),
+                       scaffold=dict(variant=state.scaffold.variant,
+                                     rand_names=state.scaffold.rand_names))
+            for j, row in enumerate(_rows(out, prompt.length.shape[0])):
+                yield start + j, dict(row, index=np.int32(start + j))
+
+
+class RlxOracleDemos(tfds.core.GeneratorBasedBuilder):
+    """Oracle episodes for the supervised warm start."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
+    # resolving the module path through `importlib_resources`, which is not installed.
+    code_path = None
+    BUILDER_CONFIGS = [EnvSetConfig(name="default")]
+
+    def _max_len(self, env) -> int:
+        rounds = self.builder_config.max_rounds or 3 * env.max_steps + 2
+        return env.max_prompt_len + rounds * (env.max_action_len + env.max_obs_len)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        env, _ = make_env(self.builder_config, "train")
+        t = tfds.features.Tensor
+        size = self._max_len(env)
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict({
+            "index": t(shape=(), dtype=np.int32),
+            "tokens": t(shape=(size,), dtype=np.int32),
+            "policy_mask": t(shape=(size,), dtype=np.bool_),
+            "length": t(shape=(), dtype=np.int32),
+            "prompt_length": t(shape=(), dtype=np.int32),
+            "rounds": t(shape=(), dtype=np.int32),
+            "correct": t(shape=(), dtype=np.bool_),
+            "task": _task_features(env), "scaffold": _scaffold_features()}))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        cfg = self.builder_config
+        env, params = make_env(cfg, split)
+        n = cfg.num_train if split == "train" else cfg.num_heldout
+        rounds = cfg.max_rounds or 3 * env.max_steps + 2
+        run = _jitted(env, "play", rounds, self._max_len(env))
+        key = _split_key(cfg, split)
+        for start in range(0, n, _GEN_BATCH):
+            ep = run(params, jax.random.fold_in(key, start))
+            out = dict(tokens=ep.tokens, policy_mask=ep.policy_mask, length=ep.length,
+                       prompt_length=ep.prompt_length, rounds=ep.rounds,
+                       correct=ep.info["correct"], task=_task_dict(ep.task),
+                       scaffold=dict(variant=ep.scaffold.variant,
+                                     rand_names=ep.scaffold.rand_names))
+            for j, row in enumerate(_rows(out, min(_GEN_BATCH, n - start))):
+                yield start + j, dict(row, index=np.int32(start + j))
+
+
+_JIT_CACHE: dict[tuple, Any] = {}
+
+
+def _jitted(env, kind: str, *args):
+    """Jitted reset / oracle play per env (params are traced), cached so that both splits and
+    repeated builds compile once."""
+    key = (id(env), kind) + args
+    if key not in _JIT_CACHE:
+        if kind == "reset":
+            fn = jax.jit(jax.vmap(env.reset, (0, None)))
+        else:
+            rounds, max_len = args
+            fn = jax.jit(lambda p, k: play(env, p, k, _GEN_BATCH, max_rounds=rounds,
+                                           max_len=max_len))
+        _JIT_CACHE[key] = (env, fn)   # keep env alive so its id is not reused
+    return _JIT_CACHE[key][1]
+
+
+def _task_dict(task: Task) -> dict:
+    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task)
+            if f.name not in ("replace",)}
+
+
+BUILDERS = {"eval": RlxEnvEval, "demos": RlxOracleDemos}
+
+
+def build(cfg: EnvSetConfig, data_dir: str, kind: str = "eval") -> tfds.core.DatasetBuilder:
+    """Materialize the `kind` ("eval" or "demos") dataset of `cfg` under `data_dir`."""
+    if kind not in BUILDERS:
+        raise KeyError(f"unknown dataset kind {kind!r}; known: {sorted(BUILDERS)}")
+    builder = BUILDERS[kind](config=cfg, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return builder
+
+
+def read(cfg: EnvSetConfig, data_dir: str, split: str, kind: str = "eval") -> dict[str, Any]:
+    """All records of a split via `tfds.data_source`, stacked (in `index` order) into arrays."""
+    name = BUILDERS[kind].name
+    src = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                           builder_kwargs={"config": cfg})
+    rows = [src[i] for i in range(len(src))]
+    rows.sort(key=lambda r: int(r["index"]))
+    return jax.tree.map(lambda *xs: np.stack(xs), *rows)
+
+
+def load_eval_set(cfg: EnvSetConfig, data_dir: str, split: str) -> tuple[Task, S.Scaffold, Chunk]:
+    """(task, scaffold, prompt) batches of a frozen evaluation split; replay with
+    `jax.vmap(env.reset_to, (0, 0, None))(task, scaffold, params)`."""
+    d = read(cfg, data_dir, split, "eval")
+    return (Task(**{k: jnp.asarray(v) for k, v in d["task"].items()}),
+            S.Scaffold(jnp.asarray(d["scaffold"]["variant"]),
+                       jnp.asarray(d["scaffold"]["rand_names"])),
+            Chunk(jnp.asarray(d["prompt"]), jnp.asarray(d["prompt_length"])))
+
+
+def load_demos(cfg: EnvSetConfig, data_dir: str, split: str = "train") -> dict[str, np.ndarray]:
+    """Oracle demonstrations as arrays: tokens [N,T] int32, policy_mask [N,T] bool, length,
+    prompt_length, rounds, correct [N], scaffold_variant [N, len(AXES)], answer, n_steps [N]."""
+    d = read(cfg, data_dir, split, "demos")
+    return dict(tokens=d["tokens"], policy_mask=d["policy_mask"], length=d["length"],
+                prompt_length=d["prompt_length"], rounds=d["rounds"], correct=d["correct"],
+                scaffold_variant=d["scaffold"]["variant"], answer=d["task"]["answer"],
+                n_steps=d["task"]["n_steps"])
