@@ -35,7 +35,7 @@ Array = jax.Array
 SAFETY_BOUND = 20.0
 
 
-class OldLogprobs(str, enum.Enum):
+class OldLogprobs(enum.StrEnum):
     """Where PPO's pi_old comes from."""
 
     TRAINER = "trainer"  # recomputed by the trainer with the pre-update params (decoupled)

@@ -52,7 +52,7 @@ def np_gae(r, v, m, gamma, lam):
         nxt = np.append(vals[1:], 0.0)
         delta = rew + gamma * nxt - vals
         for k in range(n):
-            adv[i, pos[k]] = sum((gamma * lam) ** l * delta[k + l] for l in range(n - k))
+            adv[i, pos[k]] = sum((gamma * lam) ** j * delta[k + j] for j in range(n - k))
     return adv, (adv + v) * m
 
 
@@ -76,7 +76,7 @@ def np_returns(r, m, gamma):
     for i in range(r.shape[0]):
         pos, rew = compress_rewards(r[i], m[i])
         for k in range(len(pos)):
-            ret[i, pos[k]] = sum(gamma ** l * rew[k + l] for l in range(len(pos) - k))
+            ret[i, pos[k]] = sum(gamma ** j * rew[k + j] for j in range(len(pos) - k))
     return ret
 
 
