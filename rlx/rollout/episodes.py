@@ -136,7 +136,7 @@ def _stack_rows(rows: list, batch: int) -> Any:
 def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, env_params,
                    keys) -> Trajectory:
     reset_keys, group, sample_key, env_key = keys
-    b, m, o = reset_keys.shape[0], opts.max_new_tokens, env.max_obs_len
+    b, o = reset_keys.shape[0], env.max_obs_len
     static = (opts, width)
 
     prompts = np.zeros((b, env.max_prompt_len), np.int32)

@@ -9,7 +9,6 @@ hand-written expectations. Tolerances: log-probs within 1e-5 (float32 model and 
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -157,7 +156,7 @@ def test_greedy_episodes_equal_a_cache_free_reference(tiny):
     walk(traj, key, batch_size=4, max_new_tokens=5, max_rounds=3, max_len=26)
     toks, mask = np.asarray(traj.tokens), np.asarray(traj.policy_mask)
     logits = np.asarray(jax.jit(policy.logits)(params, traj.tokens))
-    for b, t in zip(*np.nonzero(mask)):
+    for b, t in zip(*np.nonzero(mask), strict=True):
         # Causal: logits at t-1 depend on tokens[:t] only, so one forward checks every step.
         assert toks[b, t] == np.argmax(logits[b, t - 1]), (b, t)
     lp = np.asarray(jax.jit(policy.token_logprobs)(params, traj.tokens))

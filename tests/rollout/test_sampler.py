@@ -73,7 +73,7 @@ def test_top_k_top_p_act_inside_the_decode_loop(tiny, traj):
     policy, params = tiny
     logits = np.asarray(policy.logits(params, traj.tokens), np.float64) / TEMP
     toks, mask = np.asarray(traj.tokens), np.asarray(traj.policy_mask)
-    for b, t in zip(*np.nonzero(mask)):
+    for b, t in zip(*np.nonzero(mask), strict=True):
         row = logits[b, t - 1]
         order = np.argsort(-row, kind="stable")
         rank = int(np.nonzero(order == toks[b, t])[0][0])

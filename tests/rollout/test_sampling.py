@@ -2,8 +2,8 @@
 greedy sampling equals an independent argmax decoding loop.
 
 References: numpy softmax / sorting, and `Policy.logits` full causal forwards (no KV cache).
-Chi-square critical values (scipy is not a dependency) at significance 1e-3:
-df=3: 16.266, df=4: 18.467, df=9: 27.877, df=15: 37.697. A correct sampler fails each test with prob. 1e-3.
+Chi-square critical values (scipy is not a dependency) at significance 1e-3: df=3: 16.266,
+df=4: 18.467, df=9: 27.877, df=15: 37.697. A correct sampler fails each test with prob. 1e-3.
 """
 
 import jax
@@ -56,7 +56,7 @@ def chi2(counts, probs):
 def test_filter_keeps_exactly_the_reference_set(top_k, top_p):
     logits = np.asarray(jax.random.normal(jax.random.key(0), (6, 40))) * 2.0
     out = np.asarray(rollout.filter_logits(jnp.asarray(logits), top_k, top_p))
-    for row, got in zip(logits, out):
+    for row, got in zip(logits, out, strict=True):
         keep = np_keep(row, top_k, top_p)
         np.testing.assert_array_equal(np.isfinite(got), keep)
         np.testing.assert_array_equal(got[keep], row[keep])
