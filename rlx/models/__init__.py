@@ -3,7 +3,7 @@
 from rlx.models.config import DTYPES, ModelConfig, preset, preset_names
 from rlx.models.policy import Critic, Policy
 from rlx.models.transformer import ForwardOut, KVCache, Transformer
-from rlx.models import hf  # noqa: E402  (Hugging Face import/export: rlx.models.hf.load/save)
+from rlx.models import hf  # Hugging Face checkpoints: rlx.models.hf.load / save
 
 __all__ = ["DTYPES", "Critic", "ForwardOut", "KVCache", "ModelConfig", "Policy", "Transformer",
            "preset", "preset_names"]

@@ -368,11 +368,12 @@ def _path_keys(path) -> tuple[str, ...]:
     return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def _abstract_leaves(cfg: ModelConfig) -> list[tuple[tuple[str, ...], jax.ShapeDtypeStruct]]:
+def _abstract_leaves(cfg: ModelConfig):
+    """[(path keys, ShapeDtypeStruct)] of the rlx params of `cfg`, and their treedef."""
     from rlx.models.policy import Policy
 
-    flat = jax.tree_util.tree_flatten_with_path(Policy(cfg).abstract_params())[0]
-    return [(_path_keys(p), leaf) for p, leaf in flat]
+    flat, treedef = jax.tree_util.tree_flatten_with_path(Policy(cfg).abstract_params())
+    return [(_path_keys(p), leaf) for p, leaf in flat], treedef
 
 
 # ---- load ----------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def load(path: str, *, mesh: Mesh | None = None, rules=None,
 
     cfg = config_from_hf(_read_json(path, "config.json"), **overrides)
     reader = SafetensorsDir(path)
-    leaves = _abstract_leaves(cfg)
+    leaves, treedef = _abstract_leaves(cfg)
     if mesh is not None:
         specs = Policy(cfg).param_logical_specs()
         shardings = rsh.logical_to_sharding(specs, mesh, rsh.DEFAULT_RULES if rules is None
@@ -428,14 +429,18 @@ def load(path: str, *, mesh: Mesh | None = None, rules=None,
                                  f"expects {want} per {'layer' if spec.layered else 'model'})")
             views.append(view)
         used.update(names)
-        arrays.append(_place(views, spec.layered, leaf, sharding))
+        try:
+            arrays.append(_place(views, spec.layered, leaf, sharding))
+        except ValueError as e:  # jax's IndivisibleError is a ValueError
+            raise ValueError(f"rlx param {'/'.join(keys)} of shape {leaf.shape} cannot be placed "
+                             f"on the mesh: {e}. Choose a mesh shape or logical rules whose axis "
+                             f"sizes divide it") from e
     ignorable = {"lm_head.weight"} if cfg.tie_embeddings else set()
     extra = sorted(n for n in reader.names if n not in used and n not in ignorable
                    and not n.endswith("rotary_emb.inv_freq"))
     if extra:
         raise ValueError(f"{path}: tensors {extra[:8]}{' ...' if len(extra) > 8 else ''} are "
                          f"not used by the rlx model (unsupported architecture features?)")
-    treedef = jax.tree_util.tree_structure(Policy(cfg).abstract_params())
     return _to_config_dict(cfg), jax.tree_util.tree_unflatten(treedef, arrays)
 
 
@@ -509,7 +514,7 @@ def save(path: str, cfg: ModelConfig | ml_collections.ConfigDict | dict, params:
     flat = {_path_keys(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
     sources: dict[str, tuple[Any, int | None, _Leaf]] = {}
     specs = []
-    for keys, leaf in _abstract_leaves(cfg):
+    for keys, leaf in _abstract_leaves(cfg)[0]:
         if keys not in flat:
             raise ValueError(f"params lack {'/'.join(keys)}, which the model config needs")
         x = flat.pop(keys)
@@ -533,7 +538,9 @@ def save(path: str, cfg: ModelConfig | ml_collections.ConfigDict | dict, params:
 
     def produce(name: str) -> np.ndarray:
         x, i, spec = sources[name]
-        host = np.asarray(jax.device_get(x if i is None else x[i]))
+        if i is not None:
+            x = x[i] if isinstance(x, np.ndarray) else _layer_slice(x, i)
+        host = np.asarray(jax.device_get(x))
         return spec.to_hf(host)
 
     os.makedirs(path, exist_ok=True)
@@ -546,6 +553,12 @@ def save(path: str, cfg: ModelConfig | ml_collections.ConfigDict | dict, params:
             if os.path.exists(src):
                 shutil.copyfile(src, os.path.join(path, fname))
     return family
+
+
+@jax.jit
+def _layer_slice(x: jax.Array, i: jax.Array) -> jax.Array:
+    # One layer of a stacked parameter, compiled once per shape (not one dispatch per index).
+    return jax.lax.dynamic_index_in_dim(x, i, keepdims=False)
 
 
 def _hf_order(name: str) -> tuple:
@@ -593,20 +606,16 @@ def make_tiny_checkpoint(path: str, family: str = "qwen2", *, seed: int = 0,
     """Writes a tiny random Hugging Face checkpoint of `family` to `path` (no download, no
     torch) and returns `path`. Norm scales and biases are random too, so every parameter matters.
     `overrides` change `tiny_config` fields; a small `max_file_bytes` gives several files."""
-    from rlx.models.policy import Policy
-
     cfg = tiny_config(family, **overrides)
-    # Wider than the default init, so logits are O(1) and parity checks are not trivially met.
-    params = Policy(cfg.replace(init_std=0.1)).init(jax.random.key(seed))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    # Random values straight from numpy (no model compile). Weights have std 0.1, wider than the
+    # usual init, so logits are O(1) and parity checks are not trivially met.
+    rng = np.random.default_rng(seed)
+    leaves, treedef = _abstract_leaves(cfg)
     out = []
-    for key, (p, x) in zip(keys, leaves):
-        name = _path_keys(p)[-1]
-        if name in ("scale", "bias"):
-            base = 0.0 if (name == "bias" or cfg.norm_plus_one) else 1.0
-            x = base + 0.1 * jax.random.normal(key, x.shape, x.dtype)
-        out.append(x)
+    for keys, leaf in leaves:
+        base = 1.0 if keys[-1] == "scale" and not cfg.norm_plus_one else 0.0
+        x = base + 0.1 * rng.standard_normal(leaf.shape, np.float32)
+        out.append(x.astype(np.dtype(leaf.dtype)))
     params = jax.tree_util.tree_unflatten(treedef, out)
     save(path, cfg, params, family=family, dtype=dtype, max_file_bytes=max_file_bytes)
     return path
