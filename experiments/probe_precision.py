@@ -45,7 +45,7 @@ def main() -> None:
         cfg = rlx.models.preset(args.model, **overrides)
         params = jax.jit(rlx.models.Policy(cfg).init)(jax.random.key(args.seed))
         source = f"random-init {args.model}"
-    vocab = int(cfg["vocab_size"] if not hasattr(cfg, "vocab_size") else cfg.vocab_size)
+    vocab = rlx.models.ModelConfig.from_config(cfg).vocab_size
     k_tok, k_sample = jax.random.split(jax.random.key(args.seed + 1))
     tokens = jax.random.randint(k_tok, (args.batch, args.length), 0, vocab)
 

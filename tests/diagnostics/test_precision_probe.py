@@ -10,6 +10,7 @@ import rlx
 from rlx.diagnostics import compare_precisions, format_reports, precision_probe
 
 B, T = 2, 16
+TEMPERATURE = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +46,22 @@ def _rel(a, b, axes):
     return np.sqrt(((a - b) ** 2).sum(axes) / (a ** 2).sum(axes))
 
 
+@pytest.fixture(scope="module")
+def reference_a(model):
+    cfg, params, tokens = model
+    return _reference(cfg, params, tokens, TEMPERATURE)
+
+
 @pytest.mark.parametrize("changes", [
     dict(head_dtype="bfloat16"),
     dict(dtype="bfloat16", param_dtype="bfloat16", head_dtype="bfloat16"),
 ])
-def test_probe_matches_reference(model, changes):
+def test_probe_matches_reference(model, reference_a, changes):
     cfg, params, tokens = model
     cfg_b = _variant(cfg, **changes)
-    temperature = 0.5
-    got = precision_probe(cfg, cfg_b, params, tokens, jax.random.key(2), temperature=temperature)
-    la, ha, za, lpa = _reference(cfg, params, tokens, temperature)
-    lb, hb, zb, lpb = _reference(cfg_b, params, tokens, temperature)
+    got = precision_probe(cfg, cfg_b, params, tokens, jax.random.key(2), temperature=TEMPERATURE)
+    la, ha, za, lpa = reference_a
+    lb, hb, zb, lpb = _reference(cfg_b, params, tokens, TEMPERATURE)
     np.testing.assert_allclose(np.asarray(got["layer_rel_err"]), _rel(la, lb, (1, 2, 3)),
                                rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(float(got["hidden_rel_err"]), _rel(ha, hb, None), rtol=1e-5,
@@ -95,6 +101,6 @@ def test_compare_and_format(model):
     # Same settings, shapes and temperature as test_probe_matches_reference[changes0]: the
     # compiled probe is reused.
     reports = compare_precisions(cfg, params, tokens, jax.random.key(2), variants=variants,
-                                 temperature=0.5)
+                                 temperature=TEMPERATURE)
     text = format_reports(reports)
     assert "bf16 head" in text and "layer 1 out" in text and "pre-head" in text
