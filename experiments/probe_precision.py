@@ -2,7 +2,7 @@
 
     python -m experiments.probe_precision                          # random-init tiny model
     python -m experiments.probe_precision --model=small --temperature=0.05
-    python -m experiments.probe_precision --hf_path=/path/to/hf_checkpoint
+    python -m experiments.probe_precision --hf_path=/path/to/hf_checkpoint   # rlx.models.hf.load
 
 Runs `rlx.diagnostics.compare_precisions` on one batch of random tokens and prints the token-
 probability mismatch (Pearson, |dp|, k3 KL, IS-ratio outliers) and the per-layer relative error of
@@ -35,10 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.hf_path:
-        hf = getattr(rlx.models, "hf", None)
-        if hf is None:
-            raise SystemExit("--hf_path needs rlx.models.hf.load, which this checkout lacks")
-        cfg, params = hf.load(args.hf_path)
+        cfg, params = rlx.models.hf.load(args.hf_path)
         source = args.hf_path
     else:
         overrides = {} if args.init_std is None else {"init_std": args.init_std}
