@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlx.envs.base import Chunk
 from rlx.rollout import _jit, engine
@@ -62,6 +63,11 @@ def sample(policy, params: Params, prompts: Array | Chunk, key: Array, *,
     b, p = prompts.shape
     if prompt_lengths is None:
         prompt_lengths = jnp.full((b,), p, jnp.int32)
+    elif not isinstance(prompt_lengths, jax.core.Tracer):
+        lens = np.asarray(prompt_lengths)
+        if lens.shape != (b,) or lens.min() < 1 or lens.max() > p:
+            raise ValueError(f"prompt_lengths must be [{b}] values in [1, {p}]; got "
+                             f"shape {lens.shape}, range [{lens.min()}, {lens.max()}]")
     opts = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                           max_new_tokens=max_new_tokens, max_len=max_len, head_dtype=head_dtype,
                           stop_tokens=tuple(stop_tokens))

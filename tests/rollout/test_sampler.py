@@ -144,6 +144,10 @@ def test_rollout_kwargs_from_config():
     section.head_dtype = "fp8"
     with pytest.raises(ValueError, match="rollout.head_dtype"):
         rollout.rollout_kwargs(section)
+    with pytest.raises(ValueError, match="prompt_lengths"):
+        rollout.sample(rlx.models.Policy(rlx.models.preset("tiny")), None,
+                       jnp.zeros((2, 8), jnp.int32), jax.random.key(0),
+                       prompt_lengths=jnp.array([0, 3]))
     with pytest.raises(ValueError, match="rollout.max_len"):
         rollout.sample(rlx.models.Policy(rlx.models.preset("tiny")), None,
                        jnp.zeros((2, 8), jnp.int32), jax.random.key(0), max_len=8)
