@@ -34,13 +34,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_axes="all_axes",  # which axes vary in the held-out evaluation set
     ))
 
-    c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=24, max_rounds=4,
-                                       max_len=0)
+    # Rows hold the prompt (<= 219 tokens) and up to 4 rounds; oracle episodes average ~190.
+    c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=48, max_rounds=4,
+                                       max_len=384)
     c.rollout.batch_size = 64
     c.rollout.group_size = 8
 
     c.sft = ml_collections.ConfigDict(dict(
-        steps=300, batch_size=32, max_rounds=4, max_len=0,
+        steps=300, batch_size=32, max_rounds=4, max_len=384,
         optim=optim_section(lr=3e-3, b2=0.98, warmup_steps=20, schedule="cosine",
                             decay_steps=280, final_lr_frac=0.05)))
 

@@ -7,7 +7,7 @@
 Rerunning on the same --workdir resumes from its latest checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlx.train import train_and_evaluate
@@ -20,6 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/toolcalc_grpo", "Where checkpoin
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -143,12 +143,22 @@ class _Run:
                           sharding.logical_to_sharding(s.critic.param_logical_specs(), mesh, rules))
         self.repl = sharding.replicated(mesh)
         self.rows = sharding.batch_sharding(mesh, 2, rules)
-        self.sft_step = jax.jit(make_sft_step(s.policy, self.sft_opt), donate_argnums=0)
+        self.state_sh = {stage: jax.tree.map(lambda x: x.sharding, self.abstract_state(stage))
+                         for stage in (SFT, RL)}
+        # Explicit in/out shardings: the donated state keeps one layout, so each stage compiles
+        # exactly once.
+        self.sft_step = jax.jit(
+            make_sft_step(s.policy, self.sft_opt),
+            in_shardings=(self.state_sh[SFT]["train"], self.rows, self.rows, self.repl),
+            out_shardings=(self.state_sh[SFT]["train"], self.repl), donate_argnums=0)
+        rl_train = self.state_sh[RL]["train"]
         self.update_step = jax.jit(
             make_update_step(s.policy, self.rl_opt, s.update_cfg, s.critic, self.critic_opt),
+            in_shardings=(rl_train, self.rows, self.repl), out_shardings=(rl_train, self.repl),
             donate_argnums=0)
-        self.prepare = jax.jit(make_prepare(s))
-        self.demos = jax.jit(functools.partial(self._demos, cfg.sft.batch_size))
+        self.prepare = jax.jit(make_prepare(s), out_shardings=(self.rows, self.repl))
+        self.demos = jax.jit(functools.partial(self._demos, cfg.sft.batch_size),
+                             out_shardings=(self.rows, self.rows))
 
     def _demos(self, batch: int, key: Array):
         s, cfg = self.s, self.s.config
@@ -168,7 +178,7 @@ class _Run:
         def make():
             params = self.s.policy.init(jax.random.key(0))
             if stage == SFT:
-                return {"train": TrainState.create(params, self.sft_opt), "ref": params}
+                return {"train": TrainState.create(params, self.sft_opt)}
             critic = None if self.s.critic is None else self.s.critic.init(jax.random.key(0))
             return {"train": TrainState.create(params, self.rl_opt, critic, self.critic_opt),
                     "ref": params}
@@ -180,24 +190,18 @@ class _Run:
             state = make()
             train = state["train"]
             params = jax.lax.with_sharding_constraint(train.params, self.param_sh)
-            return {"train": train.replace(params=params), "ref": jax.lax.with_sharding_constraint(
-                state["ref"], self.param_sh)}
+            if train.critic_params is not None:
+                train = train.replace(critic_params=jax.lax.with_sharding_constraint(
+                    train.critic_params, self.critic_sh))
+            out = {"train": train.replace(params=params)}
+            if "ref" in state:
+                out["ref"] = jax.lax.with_sharding_constraint(state["ref"], self.param_sh)
+            return out
 
         compiled = jax.jit(constrained).lower().compile()
         shapes = jax.eval_shape(constrained)
         return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
                             shapes, compiled.output_shardings)
-
-
-def _place(state, param_sh, critic_sh):
-    """Puts a state's params (and matching optimizer moments) on their shardings."""
-    def put(tree, sh):
-        return jax.device_put(tree, sh) if sh is not None else tree
-    train = state["train"]
-    train = train.replace(params=put(train.params, param_sh))
-    if critic_sh is not None and train.critic_params is not None:
-        train = train.replace(critic_params=put(train.critic_params, critic_sh))
-    return {"train": train, "ref": put(state["ref"], param_sh)}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -223,12 +227,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if latest is not None:
         meta = ckpt.restore_meta(latest)
         state, meta = ckpt.restore(latest, run.abstract_state(meta["stage"]))
-        state = _place(state, run.param_sh, run.critic_sh)
+        state = jax.device_put(state, run.state_sh[meta["stage"]])
         print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
               f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
     else:
-        params = run.init_params(k_init)
-        state = {"train": TrainState.create(params, run.sft_opt), "ref": params}
+        state = jax.device_put({"train": TrainState.create(run.init_params(k_init), run.sft_opt)},
+                               run.state_sh[SFT])
 
     def save(stage_meta: dict) -> None:
         ckpt.save(stage_meta["sft_step"] + stage_meta["rl_step"], state, dict(stage_meta))
@@ -239,10 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         for step in range(meta["sft_step"], sft_steps):
             k = jax.random.fold_in(k_sft, step)
             tokens, mask = run.demos(k)
-            tokens = jax.device_put(tokens, run.rows)
-            mask = jax.device_put(mask, run.rows)
             train, m = run.sft_step(state["train"], tokens, mask, k)
-            state = {"train": train, "ref": state["ref"]}
+            state = {"train": train}
             values = writer.write(SFT, step + 1, m)
             progress.update(step + 1, values)
             meta["sft_step"] = step + 1
@@ -252,8 +254,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         warm = evaluate_all(s, params)
         writer.write("eval", 0, warm)
         critic = None if s.critic is None else run.init_critic(k_critic)
-        state = {"train": TrainState.create(params, run.rl_opt, critic, run.critic_opt),
-                 "ref": params}
+        # The reference is a copy: the train state's buffers are donated to every update.
+        state = jax.device_put(
+            {"train": TrainState.create(params, run.rl_opt, critic, run.critic_opt),
+             "ref": jax.jit(lambda p: jax.tree.map(jnp.copy, p))(params)}, run.state_sh[RL])
         meta.update(stage=RL, warm_start=warm)
         save(meta)
         _print_eval("warm start", warm)
