@@ -1,0 +1,138 @@
+"""The training loop end to end on a very small config: config errors fail before compiling, a
+run writes its outputs, and a run killed with SIGKILL resumes to the same parameters bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import toolcalc_grpo
+from rlx.train import setup as setup_lib
+from rlx.train.checkpoint import Checkpointer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A run small enough for CI: a 1-layer model, 6 SFT steps, 6 RL steps, checkpoints every 2.
+OVERRIDES = {
+    "model.n_layers": 1, "model.d_model": 32, "model.n_heads": 2, "model.n_kv_heads": 1,
+    "model.head_dim": 16, "model.d_ff": 64,
+    "sft.steps": 6, "sft.batch_size": 8, "sft.max_len": 256, "sft.optim.decay_steps": 6,
+    "sft.optim.warmup_steps": 1,
+    "rl.steps": 6, "rl.num_minibatches": 1,
+    "rollout.batch_size": 8, "rollout.group_size": 4, "rollout.max_new_tokens": 12,
+    "rollout.max_rounds": 2, "rollout.max_len": 256,
+    "eval.num_episodes": 8, "eval.every": 3, "checkpoint.every": 2,
+}
+
+
+def small_config(**extra):
+    c = toolcalc_grpo.get_config()
+    for key, value in {**OVERRIDES, **extra}.items():
+        node = c
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def _flags(**extra):
+    return [f"--config.{k}={v}" for k, v in {**OVERRIDES, **extra}.items()]
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("rl.advantage", "grpo2", r"rl.advantage='grpo2' is not allowed; allowed: \['drgrpo'"),
+    ("rl.loss", "trpo", r"rl.loss='trpo' is not allowed; allowed: \['cispo'"),
+    ("rollout.group_size", 3, r"rollout.group_size=3 does not divide rollout.batch_size=8"),
+    ("mesh.shape", (3, 1, 1), r"mesh.shape=\(3, 1, 1\) has 3 devices but 8"),
+    ("eval.num_episodes", 12, r"eval.num_episodes=12 is not divisible by the mesh's data"),
+    ("env.name", "chess", r"env.name='chess' is not allowed; allowed: \['kvlookup'"),
+    ("rl.old_logprobs", "ref", r"rl.old_logprobs='ref' is not allowed"),
+])
+def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(jax.stages.Lowered, "compile",
+                        lambda self, *a, **k: compiled.append(1) or pytest.fail("compiled"))
+    with pytest.raises(ValueError, match=match):
+        setup_lib.build(small_config(**{key: value}))
+    assert not compiled
+
+
+def test_unknown_config_key_is_an_error():
+    c = toolcalc_grpo.get_config()
+    with pytest.raises(AttributeError, match="rl"):
+        c.rl.learning_rate = 1.0
+
+
+def _params(workdir):
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step()
+    meta = ckpt.restore_meta(step)
+    from rlx.train import loop
+
+    run = loop._Run(setup_lib.build(small_config()))
+    state, _ = ckpt.restore(step, run.abstract_state(meta["stage"]))
+    ckpt.close()
+    return step, meta, jax.device_get(state["train"].params)
+
+
+def _train(workdir, **popen):
+    cmd = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *_flags()]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def _rl_steps_logged(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if '"stage": "rl"' in line)
+
+
+def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    proc = _train(full)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    for name in ("metrics.jsonl", "summary.txt", "summary.json", "learning_curves.png",
+                 "config.json"):
+        assert os.path.exists(os.path.join(full, name)), name
+    assert os.listdir(os.path.join(full, "tb"))
+    summary = json.load(open(os.path.join(full, "summary.json")))
+    assert "heldout/success" in summary["final"] and "heldout/success" in summary["warm_start"]
+    records = [json.loads(line) for line in open(os.path.join(full, "metrics.jsonl"))]
+    rl = [r for r in records if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == list(range(1, 7))
+    for key in ("reward", "reward/correct", "success", "entropy", "kl_ref", "clipfrac",
+                "grad_norm", "skipped", "mismatch/pearson", "mismatch/max_abs_dp",
+                "mismatch/k3_kl", "mismatch/frac_ratio_out", "rounds", "tool_calls",
+                "response_tokens", "rollout_tokens_per_s", "update_tokens_per_s"):
+        assert key in rl[-1], key
+
+    # Kill a second run with SIGKILL after its 3rd RL step (its last checkpoint is at step 2),
+    # then restart it on the same workdir.
+    proc = _train(killed)
+    deadline = time.time() + 900
+    while _rl_steps_logged(killed) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _rl_steps_logged(killed) < 6
+    proc = _train(killed)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert "resumed from" in out
+
+    step_a, meta_a, params_a = _params(full)
+    step_b, meta_b, params_b = _params(killed)
+    assert step_a == step_b == 12 and meta_a["rl_step"] == meta_b["rl_step"] == 6
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
