@@ -61,6 +61,7 @@ def scaffold_corpus(n_episodes: int = 3000, seed: int = 0) -> Iterator[str]:
         tools, axes = axes_all[task]
         variant = [rng.randrange(len(axes[a].variants)) for a in S.AXES]
         letters = np.array([[rng.randrange(26) for _ in range(3)] for _ in S.TOOL_KINDS])
+        letters[:, 0] = S.MASK_FIRST
         names = S.text_names(variant[S.AXIS_INDEX["tool_names"]], letters)
         x, y = _slots(task, rng)
         text = S.prompt_text(axes, variant, tools, rng.random() < 0.3, names, x, y)

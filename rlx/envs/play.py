@@ -66,20 +66,23 @@ def random_action_fn(env, size: int = 32, p_stop: float = 0.5) -> ActFn:
 
 
 def play(env, params, key: Array, batch: int, act_fn: ActFn | None = None,
-         max_rounds: int | None = None, max_len: int | None = None) -> Episodes:
+         max_rounds: int | None = None, max_len: int | None = None,
+         start: tuple[Chunk, Any] | None = None) -> Episodes:
     """Play `batch` episodes (one jit-friendly call; wrap in `jax.jit` with env/act_fn static
     via closure). Rounds stop at `done`; `max_rounds` defaults to 3 * max_steps + 2, which the
-    oracle never exceeds (each planned call fails at most twice in a row)."""
+    oracle never exceeds (each planned call fails at most twice in a row). `start`: batched
+    (prompt, state) to start from instead of `env.reset` (e.g. `env.reset_to` of a frozen set).
+    """
     act_fn = act_fn or oracle_fn(env)
     max_rounds = max_rounds or 3 * env.max_steps + 2
-    probe = jax.eval_shape(lambda k, s: act_fn(k, s), key,
-                           jax.eval_shape(env.reset, key, params)[1])
+    state_shape = jax.eval_shape(env.reset, key, params)[1]
+    probe = jax.eval_shape(lambda k, s: act_fn(k, s), key, state_shape)
     act_size = probe.tokens.shape[-1]
     max_len = max_len or env.max_prompt_len + max_rounds * (act_size + env.max_obs_len)
 
-    def one(key):
+    def one(key, start):
         k_reset, k_loop = jax.random.split(key)
-        prompt, state = env.reset(k_reset, params)
+        prompt, state = env.reset(k_reset, params) if start is None else start
         buf = T.write_chunk(jnp.full((max_len,), env.tokenizer.pad_id, jnp.int32), 0, prompt)
         idx = jnp.arange(max_len)
 
@@ -107,4 +110,7 @@ def play(env, params, key: Array, batch: int, act_fn: ActFn | None = None,
                         done=state.done, info=state.stats, task=state.task,
                         scaffold=state.scaffold)
 
-    return jax.vmap(one)(jax.random.split(key, batch))
+    keys = jax.random.split(key, batch)
+    if start is None:
+        return jax.vmap(lambda k: one(k, None))(keys)
+    return jax.vmap(one)(keys, start)

@@ -96,6 +96,7 @@ RANDOM_UPPER = "random-uppercase"   # masked names: 3 random uppercase letters (
 _LOWER, _UPPER = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # The first letter of a masked name is fixed per tool kind, so names in one episode never collide.
 _MASK_FIRST = "bcdfg"
+MASK_FIRST = np.array([_LOWER.index(c) for c in _MASK_FIRST], np.int32)
 
 TOOL_NAMES = Axis("tool_names", train=(
     ("add", "sub", "mul", "lookup", "reveal"),
@@ -473,13 +474,12 @@ def variant_names(tables: ScaffoldTables, variant: Sequence[int]) -> dict[str, s
 
 # -- plain-text rendering (reference and tokenizer corpus) ------------------------------------
 def text_names(variant_idx: int, rand_letters: np.ndarray | None = None) -> list[str]:
-    """Names of every tool kind for a `tool_names` variant (masked ones from `rand_letters`)."""
+    """Names of every tool kind for a `tool_names` variant; masked ones spell `rand_letters`
+    ([n_kinds, 3] letter indices, as in `Scaffold.rand_names`)."""
     v = TOOL_NAMES.variants[variant_idx]
     if isinstance(v, str):
         alphabet = _UPPER if v == RANDOM_UPPER else _LOWER
-        letters = np.asarray(rand_letters).copy()
-        letters[:, 0] = [_LOWER.index(c) for c in _MASK_FIRST]
-        return ["".join(alphabet[i] for i in row) for row in letters]
+        return ["".join(alphabet[i] for i in row) for row in np.asarray(rand_letters)]
     return list(v)
 
 
