@@ -1,0 +1,133 @@
+"""TFDS builders: build, read back with tfds.data_source, same content as the env produces;
+deterministic rebuilds; oracle demos; the GSM8K-format QA adapter on a locally built dataset."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from rlx import envs, rewards
+from rlx.data import (EnvSetConfig, QaLocalConfig, RlxQaLocal, build, load_demos,
+                      load_eval_set, parse_answer, qa_prompts, read)
+from rlx.envs import scaffold as S
+from rlx.rollout.trajectory import Trajectory
+from rlx.tokenizer import load_default
+
+CFG = EnvSetConfig(name="toolcalc_test", env="toolcalc",
+                   overrides=(("num_steps", 2), ("fault_rate", 0.2)), axes="all_axes",
+                   num_train=12, num_heldout=10, seed=3)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("tfds"))
+    build(CFG, d, "eval")
+    build(CFG, d, "demos")
+    return d
+
+
+def test_eval_set_round_trip(built):
+    env, params = envs.make("toolcalc", num_steps=2, fault_rate=0.2, axes="all_axes")
+    for split, n in (("train", 12), ("heldout", 10)):
+        task, sc, prompt = load_eval_set(CFG, built, split)
+        assert task.answer.shape == (n,)
+        held = np.asarray(sc.variant) >= env.tables.n_train
+        assert (held.all(-1) if split == "heldout" else ~held.any(-1)).all()
+        # Replaying the stored task + scaffold renders exactly the stored prompt.
+        again, _ = jax.jit(jax.vmap(env.reset_to, (0, 0, None)))(task, sc, params)
+        np.testing.assert_array_equal(np.asarray(again.tokens), np.asarray(prompt.tokens))
+        np.testing.assert_array_equal(np.asarray(again.length), np.asarray(prompt.length))
+    # Same content as the generator (reset with the split's keys, index order).
+    ds = tfds.data_source("rlx_env_eval", split="train", data_dir=built, download=False,
+                          builder_kwargs={"config": CFG})
+    assert len(ds) == 12
+    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(3), 0), 12)
+    p_ref, s_ref = jax.jit(jax.vmap(env.reset, (0, None)))(keys, params)
+    rec = read(CFG, built, "train", "eval")
+    np.testing.assert_array_equal(rec["prompt"], np.asarray(p_ref.tokens))
+    np.testing.assert_array_equal(rec["task"]["answer"], np.asarray(s_ref.task.answer))
+    np.testing.assert_array_equal(rec["scaffold"]["variant"], np.asarray(s_ref.scaffold.variant))
+
+
+def test_rebuild_is_deterministic(built, tmp_path):
+    build(CFG, str(tmp_path / "a"), "eval")
+    a, b = read(CFG, built, "heldout"), read(CFG, str(tmp_path / "a"), "heldout")
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    other = EnvSetConfig(name="toolcalc_test", env="toolcalc", overrides=CFG.overrides,
+                         axes="all_axes", num_train=12, num_heldout=10, seed=4)
+    build(other, str(tmp_path / "b"), "eval")
+    c = read(other, str(tmp_path / "b"), "heldout")
+    assert not np.array_equal(a["prompt"], c["prompt"])
+
+
+def test_demos(built):
+    tok = load_default()
+    d = load_demos(CFG, built, "train")
+    n, t = d["tokens"].shape
+    assert n == 12 and d["policy_mask"].shape == (n, t) and d["correct"].all()
+    assert d["scaffold_variant"].shape == (n, len(S.AXES))
+    for i in range(n):
+        toks, mask, ln, pl = (d["tokens"][i], d["policy_mask"][i], d["length"][i],
+                              d["prompt_length"][i])
+        assert not mask[:pl].any() and not mask[ln:].any() and mask[pl]
+        policy_text = tok.decode(toks[mask])
+        # The assistant's tokens: one call per step (retries on faults) and the answer.
+        assert policy_text.endswith(f"<answer>{d['answer'][i]}</answer>")
+        assert policy_text.count("<answer>") == 1
+        assert d["rounds"][i] >= d["n_steps"][i] + 1
+        # Observations (mask False) after the prompt hold the tool results / errors.
+        obs_text = tok.decode(toks[pl:ln][~mask[pl:ln]])
+        assert obs_text.count("\n") >= 1
+    held = load_demos(CFG, built, "heldout")
+    assert (held["scaffold_variant"] >= envs.make("toolcalc")[0].tables.n_train).all()
+
+
+GSM8K_LIKE = [
+    ("Tom has 3 apples and buys 4 more. How many apples?",
+     "He has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"),
+    ("A shop sells 1,200 pens a day. How many in 2 days?",
+     "1,200 * 2 = <<1200*2=2400>>2,400\n#### 2,400"),
+    ("It was 5 degrees and dropped 8. What now?", "5 - 8 = -3\n#### -3"),
+    ("Half of 5?", "2.5\n#### 2.5"),
+]
+
+
+def test_qa_adapter(tmp_path):
+    cfg = QaLocalConfig(name="tiny", examples=tuple(GSM8K_LIKE), test_examples=GSM8K_LIKE[:1])
+    RlxQaLocal(config=cfg, data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    src = tfds.data_source("rlx_qa_local", split="train", data_dir=str(tmp_path),
+                           download=False, builder_kwargs={"config": cfg})
+    rows = sorted((src[i] for i in range(len(src))), key=lambda r: r["question"])
+    assert sorted(q.encode() for q, _ in GSM8K_LIKE) == [r["question"] for r in rows]
+    tok = load_default()
+    prompts, task = qa_prompts(rows, tok, max_prompt_len=96)
+    want = {q: parse_answer(a) for q, a in GSM8K_LIKE}
+    assert [want[r["question"].decode()] for r in rows] == list(
+        zip(np.asarray(task.answer).tolist(), np.asarray(task.valid).tolist()))
+    assert parse_answer("#### 2,400") == (2400, True) and parse_answer("no marker") == (0, False)
+    for i, r in enumerate(rows):
+        text = tok.decode(np.asarray(prompts.tokens[i])[: int(prompts.length[i])])
+        assert r["question"].decode() in text and text.endswith("<|im_start|>assistant\n")
+    # answer_match on responses: right, wrong, and for the non-integer reference always 0.
+    n = len(rows)
+    resp = [tok.encode(f"<answer>{int(task.answer[i]) + (i % 2)}</answer>") for i in range(n)]
+    width = int(prompts.tokens.shape[1]) + max(map(len, resp))
+    toks = np.zeros((n, width), np.int32)
+    mask = np.zeros((n, width), bool)
+    lengths = []
+    for i in range(n):
+        p = int(prompts.length[i])
+        toks[i, :p] = np.asarray(prompts.tokens[i])[:p]
+        toks[i, p:p + len(resp[i])] = resp[i]
+        mask[i, p:p + len(resp[i])] = True
+        lengths.append(p + len(resp[i]))
+    z = jnp.zeros((n,), jnp.int32)
+    traj = Trajectory(tokens=jnp.asarray(toks), policy_mask=jnp.asarray(mask),
+                      rollout_logprobs=jnp.zeros((n, width)), prompt_length=prompts.length,
+                      length=jnp.asarray(lengths), finish_reason=z, rounds=z, tool_calls=z,
+                      truncated=jnp.zeros((n,), bool), reward=jnp.zeros((n,)), rewards={},
+                      group=z, info={}, task=task)
+    total, comps = rewards.compose({"answer_match": 1.0})(traj, task)
+    want_r = [float((i % 2 == 0) and bool(task.valid[i])) for i in range(n)]
+    assert np.asarray(total).tolist() == want_r
