@@ -27,7 +27,7 @@ from rlx.envs.play import oracle_fn, play, random_action_fn  # noqa: E402
 
 def render(tok, tokens, mask, length) -> str:
     out, cur, span = [], None, []
-    for t, m in zip(tokens[:length], mask[:length]):
+    for t, m in zip(tokens[:length], mask[:length], strict=True):
         if cur is not None and m != cur:
             out.append(("⟦" + tok.decode(span) + "⟧") if cur else tok.decode(span))
             span = []
@@ -63,14 +63,14 @@ def main() -> None:
 
     for pname in names:
         @jax.jit
-        def run(k, force):
+        def run(k, force, pname=pname):
             ps = jax.vmap(lambda f: params.replace(force=f))(force)
             return jax.vmap(lambda p, kk: play(env, p, kk, 1, policies[pname],
                                                max_rounds=3 * env.max_steps + 2))(
                 ps, jax.random.split(k, force.shape[0]))
 
         ep = jax.tree.map(np.asarray, run(key, jnp.asarray(force)))
-        for i, (a, v) in enumerate(rows):
+        for i, (a, _) in enumerate(rows):
             label = S.variant_names(tb, np.maximum(force[i], 0))[a]
             info = {k: int(x[i, 0]) for k, x in ep.info.items()}
             print(f"==== {args.env} | {pname} | {a} = {label} | correct={info['correct']} "

@@ -81,7 +81,7 @@ def _split_key(cfg: EnvSetConfig, split: str) -> jax.Array:
 def _rows(tree: Any, n: int):
     arrs = jax.tree.map(np.asarray, tree)
     for i in range(n):
-        yield jax.tree.map(lambda a: a[i], arrs)
+        yield jax.tree.map(lambda a, i=i: a[i], arrs)
 
 
 class RlxEnvEval(tfds.core.GeneratorBasedBuilder):
@@ -96,11 +96,12 @@ class RlxEnvEval(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         env, _ = make_env(self.builder_config, "train")
         t = tfds.features.Tensor
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict({
+        features = tfds.features.FeaturesDict({
             "index": t(shape=(), dtype=np.int32),
             "prompt": t(shape=(env.max_prompt_len,), dtype=np.int32),
             "prompt_length": t(shape=(), dtype=np.int32),
-            "task": _task_features(env), "scaffold": _scaffold_features()}))
+            "task": _task_features(env), "scaffold": _scaffold_features()})
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
 
     def _split_generators(self, dl_manager):
         return {split: self._generate_examples(split) for split in SPLITS}
@@ -138,7 +139,7 @@ class RlxOracleDemos(tfds.core.GeneratorBasedBuilder):
         env, _ = make_env(self.builder_config, "train")
         t = tfds.features.Tensor
         size = self._max_len(env)
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=tfds.features.FeaturesDict({
+        features = tfds.features.FeaturesDict({
             "index": t(shape=(), dtype=np.int32),
             "tokens": t(shape=(size,), dtype=np.int32),
             "policy_mask": t(shape=(size,), dtype=np.bool_),
@@ -146,7 +147,8 @@ class RlxOracleDemos(tfds.core.GeneratorBasedBuilder):
             "prompt_length": t(shape=(), dtype=np.int32),
             "rounds": t(shape=(), dtype=np.int32),
             "correct": t(shape=(), dtype=np.bool_),
-            "task": _task_features(env), "scaffold": _scaffold_features()}))
+            "task": _task_features(env), "scaffold": _scaffold_features()})
+        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
 
     def _split_generators(self, dl_manager):
         return {split: self._generate_examples(split) for split in SPLITS}

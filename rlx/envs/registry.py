@@ -7,6 +7,7 @@ from typing import Any
 
 from rlx.envs.base import Env
 from rlx.envs.kvlookup import KVLookup
+from rlx.envs.qa_env import QAEnv
 from rlx.envs.tool_env import ToolEnvParams, default_params
 from rlx.envs.toolcalc import ToolCalc
 from rlx.registry import Registry
@@ -14,6 +15,7 @@ from rlx.registry import Registry
 ENVS: Registry[type] = Registry("env")
 ENVS.register("toolcalc")(ToolCalc)
 ENVS.register("kvlookup")(KVLookup)
+ENVS.register("qa")(QAEnv)
 
 _CACHE: dict[tuple, Env] = {}
 

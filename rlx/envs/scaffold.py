@@ -341,8 +341,8 @@ class ScaffoldTables:
         names = self.axes["tool_names"].variants
         self.name_random = np.array([isinstance(v, str) for v in names])
         self.name_upper = np.array([v == RANDOM_UPPER for v in names])
-        self.names = self._table([["" if isinstance(v, str) else v[k] for k in range(len(TOOL_KINDS))]
-                                  for v in names])
+        self.names = self._table([["" if isinstance(v, str) else v[k]
+                                   for k in range(len(TOOL_KINDS))] for v in names])
         self.mask_first = np.array([_LOWER.index(c) for c in _MASK_FIRST], np.int32)
 
         descs = self.axes["tool_desc"].variants
@@ -464,7 +464,7 @@ class ScaffoldTables:
 def variant_names(tables: ScaffoldTables, variant: Sequence[int]) -> dict[str, str]:
     """Human-readable label of each axis's variant (for logs and `show_scaffolds`)."""
     out = {}
-    for a, v in zip(AXES, variant):
+    for a, v in zip(AXES, variant, strict=True):
         val = tables.axes[a].variants[int(v)]
         split = "heldout" if v >= tables.axes[a].n_train else "train"
         label = getattr(val, "name", None) or (val if isinstance(val, str) else None)
@@ -486,7 +486,7 @@ def text_names(variant_idx: int, rand_letters: np.ndarray | None = None) -> list
 def prompt_text(axes: dict[str, Axis], variant: Sequence[int], tools: Sequence[int],
                 hackable: bool, names: Sequence[str], x: str, y: str = "") -> str:
     """The reset prompt as text: the reference the token renderer must decode to."""
-    v = dict(zip(AXES, (int(i) for i in variant)))
+    v = dict(zip(AXES, (int(i) for i in variant), strict=True))
     chat = axes["chat_template"].variants[v["chat_template"]]
     sysp = axes["system_prompt"].variants[v["system_prompt"]]
     desc = axes["tool_desc"].variants[v["tool_desc"]]
@@ -518,7 +518,7 @@ def obs_text(axes: dict[str, Axis], variant: Sequence[int], result: int | None =
              error: str | None = None) -> str:
     """Observation after a call: assistant turn end, tool turn with the result or the error
     (an `ERROR_KINDS` name), next assistant turn start."""
-    v = dict(zip(AXES, (int(i) for i in variant)))
+    v = dict(zip(AXES, (int(i) for i in variant), strict=True))
     chat = axes["chat_template"].variants[v["chat_template"]]
     if error is None:
         r0, r1 = axes["response_format"].variants[v["response_format"]]

@@ -89,7 +89,8 @@ class ToolCalc(ToolEnv):
         open_o = pc.add(jnp.full((max(n_max - 1, 1),), self._open, jnp.int32))
         close_o = pc.add(jnp.asarray([self._close], jnp.int32))
         on = (jnp.arange(n_max) < n).astype(jnp.int32)
-        op_o, op_l = jnp.asarray(self._ops.offs)[task.plan_tool], jnp.asarray(self._ops.lens)[task.plan_tool]
+        op_o = jnp.asarray(self._ops.offs)[task.plan_tool]
+        op_l = jnp.asarray(self._ops.lens)[task.plan_tool]
         # "(" * (n-1), a0, then per step: op, operand, ")" (not after the last step).
         step_o = jnp.stack([op_o, num_o[1:], close_o * jnp.ones_like(op_o)], -1).reshape(-1)
         step_l = jnp.stack([op_l * on, nums_l[1:] * on,
@@ -101,8 +102,8 @@ class ToolCalc(ToolEnv):
 
     def expression(self, task: Task) -> str:
         """The expression as text (host): the reference for tests and the tokenizer corpus."""
-        return expression_text([int(t) for t in task.plan_tool], [int(a) for a in self.operands(task)],
-                               int(task.n_steps))
+        return expression_text([int(t) for t in task.plan_tool],
+                               [int(a) for a in self.operands(task)], int(task.n_steps))
 
 
 def expression_text(ops: list[int], nums: list[int], n: int) -> str:

@@ -8,8 +8,17 @@ import pytest
 import tensorflow_datasets as tfds
 
 from rlx import envs, rewards
-from rlx.data import (EnvSetConfig, QaLocalConfig, RlxQaLocal, build, load_demos,
-                      load_eval_set, parse_answer, qa_prompts, read)
+from rlx.data import (
+    EnvSetConfig,
+    QaLocalConfig,
+    RlxQaLocal,
+    build,
+    load_demos,
+    load_eval_set,
+    parse_answer,
+    qa_prompts,
+    read,
+)
 from rlx.envs import scaffold as S
 from rlx.rollout.trajectory import Trajectory
 from rlx.tokenizer import load_default
@@ -95,7 +104,8 @@ GSM8K_LIKE = [
 
 def test_qa_adapter(tmp_path):
     cfg = QaLocalConfig(name="tiny", examples=tuple(GSM8K_LIKE), test_examples=GSM8K_LIKE[:1])
-    RlxQaLocal(config=cfg, data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    builder = RlxQaLocal(config=cfg, data_dir=str(tmp_path), file_format="array_record")
+    builder.download_and_prepare()
     src = tfds.data_source("rlx_qa_local", split="train", data_dir=str(tmp_path),
                            download=False, builder_kwargs={"config": cfg})
     rows = sorted((src[i] for i in range(len(src))), key=lambda r: r["question"])
@@ -104,7 +114,7 @@ def test_qa_adapter(tmp_path):
     prompts, task = qa_prompts(rows, tok, max_prompt_len=96)
     want = {q: parse_answer(a) for q, a in GSM8K_LIKE}
     assert [want[r["question"].decode()] for r in rows] == list(
-        zip(np.asarray(task.answer).tolist(), np.asarray(task.valid).tolist()))
+        zip(np.asarray(task.answer).tolist(), np.asarray(task.valid).tolist(), strict=True))
     assert parse_answer("#### 2,400") == (2400, True) and parse_answer("no marker") == (0, False)
     for i, r in enumerate(rows):
         text = tok.decode(np.asarray(prompts.tokens[i])[: int(prompts.length[i])])

@@ -21,7 +21,7 @@ STEPS = 3
 B = 128   # one batch size for every jitted reset/step, so each compiles once per env
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def setup(name):
     env, params = envs.make(name, num_steps=STEPS, axes="all_axes", hackable=True,
                             fault_rate=0.3)
@@ -30,7 +30,7 @@ def setup(name):
     return env, params, vreset, vstep
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def variant_rows(name):
     """One row per (axis, variant): that axis pinned to the variant, every other axis sampled
     from the variant's split. Returns ([(axis, variant)], Scaffold [n])."""
@@ -49,7 +49,7 @@ def variant_rows(name):
     return rows, sc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def oracle_from(name):
     """Jitted: (task, scaffold) batches -> oracle episodes from `reset_to` those starts."""
     env, params, _, _ = setup(name)
@@ -134,7 +134,7 @@ def test_kvlookup_chain_matches_python():
     t = jax.tree.map(np.asarray, state.task)
     size = env.table_size
     for i in range(B):
-        table = dict(zip(t.table_keys[i].tolist(), t.table_values[i].tolist()))
+        table = dict(zip(t.table_keys[i].tolist(), t.table_values[i].tolist(), strict=True))
         assert len(table) == size and all(10 <= k <= 99 for k in table)
         cur = int(t.table_keys[i][0])
         text = decode(env, obs.tokens[i], obs.length[i])
@@ -352,7 +352,7 @@ def test_parse_actions_every_syntax(name):
 
 
 # -- hackable ---------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cheat_play():
     env, _, _, _ = setup("toolcalc")
 
@@ -378,7 +378,8 @@ def test_hackable_tool_is_recorded(hackable):
         text = decode(env, ep.tokens[i], ep.length[i])
         prompt = decode(env, ep.tokens[i], ep.prompt_length[i])
         sysp = S.SYSTEM_PROMPT.variants[v[i, S.AXIS_INDEX["system_prompt"]]]
-        names = S.text_names(v[i, S.AXIS_INDEX["tool_names"]], np.asarray(ep.scaffold.rand_names[i]))
+        names = S.text_names(v[i, S.AXIS_INDEX["tool_names"]],
+                             np.asarray(ep.scaffold.rand_names[i]))
         assert (sysp.forbid_pre + names[S.REVEAL] + sysp.forbid_post in prompt) == hackable
         # The reveal tool's result is the answer (when it is listed).
         chat = S.CHAT_TEMPLATE.variants[v[i, S.AXIS_INDEX["chat_template"]]]

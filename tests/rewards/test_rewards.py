@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rlx import envs, rewards
-from rlx.envs.play import play
 from rlx.envs import scaffold as S
+from rlx.envs.play import play
 from rlx.rollout.trajectory import Trajectory
 from rlx.tokenizer import load_default
 
@@ -85,7 +85,7 @@ def expected(name, traj, params):
         return (info["answered"] & info["answer_valid"] & (info["invalid_calls"] == 0)) * 1.0
     if name == "valid_call_rate":
         att = info["tool_calls"] + info["invalid_calls"]
-        return np.array([c / a if a else 0.0 for c, a in zip(info["tool_calls"], att)])
+        return np.array([c / a if a else 0.0 for c, a in zip(info["tool_calls"], att, strict=True)])
     if name == "forbidden_tool":
         return -info["used_forbidden_tool"].astype(float)
     if name == "step_cost":
