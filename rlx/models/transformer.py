@@ -159,9 +159,10 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, ctx: _Context, kv: tuple[Array, Array] | None,
-                 window: Array | None = None):
-        """`window`: this layer's sliding window (int32 scalar, 0 = full), used when the config
-        has `layer_windows`."""
+                 window: Array | None = None, layer: Array | None = None):
+        """`kv`: the stacked [L,B,S,Hkv,Dh] cache (or None) and `layer` this layer's index in it.
+        `window`: this layer's sliding window (int32 scalar, 0 = full), used when the config has
+        `layer_windows`."""
         cfg = self.cfg
         dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
 
@@ -185,14 +186,16 @@ class Attention(nn.Module):
         q = self.shard.constrain(q, ("act_batch", "act_length", "act_heads", "head_dim"))
 
         if kv is not None:
-            # Scatter the new keys/values into each row's own slots; slots past the cache end are
-            # dropped (never clamped onto earlier positions).
+            # Scatter the new keys/values into this layer's slice of the stacked cache, at each
+            # row's own slots; slots past the cache end are dropped (never clamped onto earlier
+            # positions). The stacked cache is the layer scan's carry, so XLA updates it in place
+            # instead of copying the whole cache every decode step.
             ck, cv = kv
             rows = jnp.arange(x.shape[0])[:, None]
-            ck = ck.at[rows, ctx.write_index].set(k.astype(ck.dtype), mode="drop")
-            cv = cv.at[rows, ctx.write_index].set(v.astype(cv.dtype), mode="drop")
-            keys, values, new_kv = ck, cv, (ck, cv)
-            key_index = jnp.arange(ck.shape[1])[None, :]
+            ck = ck.at[layer, rows, ctx.write_index].set(k.astype(ck.dtype), mode="drop")
+            cv = cv.at[layer, rows, ctx.write_index].set(v.astype(cv.dtype), mode="drop")
+            keys, values, new_kv = ck[layer], cv[layer], (ck, cv)
+            key_index = jnp.arange(ck.shape[2])[None, :]
         else:
             keys, values, new_kv = k, v, None
             key_index = jnp.arange(x.shape[1])[None, :]
@@ -253,10 +256,12 @@ class Block(nn.Module):
     shard: ShardingCtx
 
     @nn.compact
-    def __call__(self, x: Array, kv, window: Array, ctx: _Context):
+    def __call__(self, carry, layer: Array, window: Array, ctx: _Context):
+        """carry = (residual stream x, stacked KV cache or None); scanned over layers."""
         cfg = self.cfg
-        h, new_kv = Attention(cfg, self.shard, name="attn")(
-            RMSNorm(cfg, name="attn_norm")(x), ctx, kv, window)
+        x, kv = carry
+        h, kv = Attention(cfg, self.shard, name="attn")(
+            RMSNorm(cfg, name="attn_norm")(x), ctx, kv, window, layer)
         if cfg.post_norms:
             h = RMSNorm(cfg, name="post_attn_norm")(h)
         x = x + h
@@ -265,7 +270,7 @@ class Block(nn.Module):
             h = RMSNorm(cfg, name="post_mlp_norm")(h)
         x = x + h
         x = self.shard.constrain(x, ("act_batch", "act_length", "act_embed"))
-        return x, (new_kv, x)
+        return (x, kv), x
 
 
 @struct.dataclass
@@ -334,7 +339,8 @@ class Transformer(nn.Module):
         x = self.shard.constrain(x, ("act_batch", "act_length", "act_embed"))
         x_in = x
         windows = jnp.asarray(self.cfg.layer_windows or (0,) * self.cfg.n_layers, jnp.int32)
-        x, (new_kv, layer_out) = self.layers(x, kv, windows, ctx)
+        layer_ids = jnp.arange(self.cfg.n_layers, dtype=jnp.int32)
+        (x, new_kv), layer_out = self.layers((x, kv), layer_ids, windows, ctx)
         hidden = self.final_norm(x)
 
         new_cache = None
