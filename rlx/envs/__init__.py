@@ -12,8 +12,8 @@ See `rlx.envs.tool_env` for the episode semantics and `rlx.envs.scaffold` for th
 from rlx.envs import scaffold
 from rlx.envs.base import Chunk, Env, HostEnv
 from rlx.envs.kvlookup import KVLookup
-from rlx.envs.qa_env import QAEnv
 from rlx.envs.play import Episodes, play, random_action_fn
+from rlx.envs.qa_env import QAEnv
 from rlx.envs.registry import ENVS, make
 from rlx.envs.tool_env import INFO_KEYS, Task, ToolEnv, ToolEnvParams, ToolEnvState
 from rlx.envs.toolcalc import ToolCalc

@@ -19,8 +19,9 @@ Answer convention: the policy's last `<answer>N</answer>` in its round. `<answer
 `</answer>` are matched as the token sequences the tokenizer gives them (one id each for rlx's
 SentencePiece tokenizer, several for e.g. Qwen's), with or without a leading space. N is an
 integer in decimal digits, optionally negative, at most 9 digits, possibly split over several
-number tokens (Llama-3 groups digits by 3, GPT-2 BPE keeps ' 42' whole), commas between digit
-tokens allowed ('1,200'), and one whitespace token allowed after `<answer>`. Anything else
+number tokens (Llama-3 groups digits by 3, GPT-2 BPE keeps ' 42' whole), single commas between
+digit tokens allowed ('1,200'), one whitespace token allowed after `<answer>` and before
+`</answer>` when the tokenizer encodes ' </answer>' with it. Anything else
 (decimals, words, no closing tag) is an unanswered or invalid answer, never an exception.
 
 Stop tokens: the tokenizer's EOS, plus `</answer>` when it is a single token (then the round
@@ -95,7 +96,8 @@ def load_examples(data_dir: str, dataset: str, split: str,
     except Exception as e:
         raise ValueError(
             f"env.dataset={dataset!r} (config {config!r}) split {split!r} cannot be read from "
-            f"env.data_dir={data_dir!r}: {e}. Prepare it there as array_record, e.g. "
+            f"env.data_dir={data_dir!r} ({str(e).splitlines()[0]}). Prepare it there as "
+            f"array_record, e.g. "
             f"`tfds build {dataset} --data_dir={data_dir} --file_format=array_record`") from e
     return [(_text(r["question"]), _text(r["answer"])) for r in (src[i] for i in range(len(src)))]
 
@@ -151,7 +153,7 @@ class QAEnv(Env):
         self.rows: list[tuple[str, str]] = []
         answers, starts, counts = [], [], []
         self.num_dropped = 0
-        for name, rows in zip(("train", "heldout"), splits):
+        for name, rows in zip(("train", "heldout"), splits, strict=True):
             rows = [(_text(q), _text(a)) for q, a in rows]
             starts.append(len(self.rows))
             kept = 0
@@ -185,7 +187,7 @@ class QAEnv(Env):
 
         self._open = _patterns(tok, ("<answer>", " <answer>"))
         self._close = _patterns(tok, ("</answer>", " </answer>"))
-        oracle = [self.oracle_ids(a, v) for (_, a), v in zip(self.rows, answers)]
+        oracle = [self.oracle_ids(a, v) for (_, a), v in zip(self.rows, answers, strict=True)]
         longest = max(map(len, oracle))
         self.max_oracle_len = int(max_oracle_len) or longest
         if longest > self.max_oracle_len:
@@ -304,8 +306,11 @@ class QAEnv(Env):
         s0 = look(nt["space"], False)[0].astype(jnp.int32)    # one whitespace token allowed
         neg = jnp.take(look(nt["minus"], False), s0)
         first = s0 + neg.astype(jnp.int32)
-        # The number: digit tokens (only the first may carry a leading space), commas between.
-        inside = ((is_digit & (~lead | (k == first))) | (look(nt["comma"], False) & (k > first)))
+        # The number: digit tokens (only the first may carry a leading space), single commas
+        # between digit tokens.
+        digit_ok = is_digit & (~lead | (k == first))
+        next_digit = jnp.append(digit_ok[1:], False)
+        inside = digit_ok | (look(nt["comma"], False) & (k > first) & next_digit)
         run = (k >= first) & (jnp.cumprod(jnp.where(k >= first, inside, True)) > 0)
         n_run = run.sum()
         last = first + n_run - 1

@@ -167,6 +167,8 @@ class _Run:
         return ep.tokens, ep.policy_mask
 
     def init_params(self, key: Array):
+        if self.s.init_params is not None:  # a pretrained checkpoint (config.init.hf_path)
+            return jax.device_put(self.s.init_params(key), self.param_sh)
         return jax.jit(self.s.policy.init, out_shardings=self.param_sh)(key)
 
     def init_critic(self, key: Array):

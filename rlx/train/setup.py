@@ -8,6 +8,8 @@ critic), optimizers, the reward function and the jitted stages. `train_and_evalu
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,7 +17,9 @@ import ml_collections
 
 from rlx import algos, envs, rewards, sharding
 from rlx.models import Critic, ModelConfig, Policy
+from rlx.models import hf as hf_models
 from rlx.rollout.config import SamplingConfig, rollout_kwargs
+from rlx.tokenizer import hf as hf_tokenizer
 from rlx.tokenizer import load_default
 from rlx.train.optim import make_optimizer
 from rlx.train.update import UpdateConfig
@@ -39,6 +43,8 @@ class Setup:
     update_cfg: UpdateConfig
     sampling: dict             # keyword arguments of rlx.rollout.run_episodes
     reward_fn: Any             # (traj, task) -> (total [B], components dict)
+    # key -> initial params on the mesh; None: `policy.init` (random, from `config.model`).
+    init_params: Callable[[jax.Array], Any] | None = None
 
 
 def _fail(key: str, value: Any, allowed: Any) -> None:
@@ -80,7 +86,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if name not in rewards.REWARDS:
             _fail(f"rewards.{name}", name, rewards.REWARDS.names())
     rollout_kwargs(config.rollout)
-    ModelConfig.from_config(config.model)
+    model_config(config)
+
+
+def hf_path(config: ml_collections.ConfigDict) -> str:
+    """`config.init.hf_path`: a Hugging Face model directory to start from ("" or no `init`
+    section: random init from `config.model`)."""
+    init = config.get("init")
+    return (init.get("hf_path") or "") if init is not None else ""
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+    """The model of a run: `config.model`; or, with `config.init.hf_path`, the checkpoint's
+    config.json with `config.model` as field overrides (precision, `max_len`, ...)."""
+    path = hf_path(config)
+    if not path:
+        return ModelConfig.from_config(config.model)
+    return ModelConfig.from_config(hf_models.load_config(path, **config.model.to_dict()))
 
 
 def env_overrides(env_cfg: ml_collections.ConfigDict) -> dict:
@@ -91,12 +113,17 @@ def env_overrides(env_cfg: ml_collections.ConfigDict) -> dict:
 
 def build(config: ml_collections.ConfigDict) -> Setup:
     validate(config)
-    tokenizer = load_default()
-    model_cfg = ModelConfig.from_config(config.model)
+    path = hf_path(config)
+    # A pretrained model comes with its own tokenizer (and chat template).
+    tokenizer = hf_tokenizer.load(path) if path else load_default()
+    model_cfg = model_config(config)
     if model_cfg.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
                          f"tokenizer's {tokenizer.vocab_size}")
     kw = env_overrides(config.env)
+    env_args = inspect.signature(envs.ENVS.get(config.env.name).__init__).parameters
+    if path and "tokenizer" in env_args:
+        kw["tokenizer"] = tokenizer
     env, env_params = envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)
     eval_params = {
         "train": envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)[1],
@@ -111,10 +138,18 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     sampling = rollout_kwargs(config.rollout)
     SamplingConfig(**{k: v for k, v in sampling.items()
                       if k in {f.name for f in dataclasses.fields(SamplingConfig)}})
+    init_params = None
+    if path:
+        overrides = config.model.to_dict()
+
+        def init_params(key):  # the checkpoint, placed shard by shard on the mesh
+            del key
+            return hf_models.load(path, mesh=mesh, rules=rules, **overrides)[1]
     return Setup(config=config, tokenizer=tokenizer, env=env, env_params=env_params,
                  eval_params=eval_params, mesh=mesh, rules=rules, policy=policy, critic=critic,
                  update_cfg=UpdateConfig.from_config(config.rl), sampling=sampling,
-                 reward_fn=rewards.compose(config.rewards))
+                 reward_fn=rewards.compose(config.rewards, tokenizer=tokenizer),
+                 init_params=init_params)
 
 
 def optimizers(config: ml_collections.ConfigDict):
