@@ -237,6 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                run.state_sh[SFT])
 
     def save(stage_meta: dict) -> None:
+        if ckpt.latest_step() == stage_meta["sft_step"] + stage_meta["rl_step"]:
+            return  # e.g. rl.steps=0: the warm-start checkpoint is already the final one
         ckpt.save(stage_meta["sft_step"] + stage_meta["rl_step"], state, dict(stage_meta))
 
     # ---- supervised warm start ----

@@ -16,7 +16,8 @@ from rlx.envs.base import Chunk
 from rlx.envs.play import play, random_action_fn
 from rlx.registry import Registry
 
-NAMES = envs.ENVS.names()
+# The tool-use tasks (the data-backed `qa` env has its own tests in test_qa_env.py).
+NAMES = [n for n in envs.ENVS.names() if issubclass(envs.ENVS.get(n), envs.ToolEnv)]
 STEPS = 3
 B = 128   # one batch size for every jitted reset/step, so each compiles once per env
 
