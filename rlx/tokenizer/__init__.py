@@ -5,8 +5,8 @@ Hugging Face tokenizer.json files.
 (`rlx/assets/tokenizer.model`); `MARKUP_TOKENS` lists the markup kept as single tokens.
 """
 
+from rlx.tokenizer import hf  # Hugging Face tokenizer.json + chat templates: rlx.tokenizer.hf.load
 from rlx.tokenizer.base import Tokenizer
 from rlx.tokenizer.sentencepiece import MARKUP_TOKENS, SentencePieceTokenizer, load_default
-from rlx.tokenizer import hf  # Hugging Face tokenizer.json + chat templates: rlx.tokenizer.hf.load
 
 __all__ = ["MARKUP_TOKENS", "SentencePieceTokenizer", "Tokenizer", "load_default"]
