@@ -41,13 +41,9 @@ def render_episode(tokenizer, traj: Trajectory, row: int, open_mark: str = "\u27
     return "".join(out)
 
 
-def evaluate_checkpoint(workdir: str, step: int | None = None,
-                        config: ml_collections.ConfigDict | None = None,
-                        num_examples: int = 3) -> tuple[dict, dict[str, list[str]]]:
-    """Restores `step` (None: latest) and evaluates both frozen sets.
-
-    Returns (metrics `{split}/{name}`, {split: rendered episodes}).
-    """
+def restore_params(workdir: str, step: int | None = None,
+                   config: ml_collections.ConfigDict | None = None):
+    """(Setup, step, policy params) of checkpoint `step` (None: latest) of a workdir."""
     config = load_config(workdir) if config is None else config
     s = setup_lib.build(config)
     run = loop._Run(s)
@@ -58,8 +54,18 @@ def evaluate_checkpoint(workdir: str, step: int | None = None,
     meta = ckpt.restore_meta(step)
     state, _ = ckpt.restore(step, run.abstract_state(meta["stage"]))
     ckpt.close()
-    params = state["train"].params
-    metrics, examples = {"step": step, "stage_is_rl": float(meta["stage"] == loop.RL)}, {}
+    return s, step, state["train"].params
+
+
+def evaluate_checkpoint(workdir: str, step: int | None = None,
+                        config: ml_collections.ConfigDict | None = None,
+                        num_examples: int = 3) -> tuple[dict, dict[str, list[str]]]:
+    """Restores `step` (None: latest) and evaluates both frozen sets.
+
+    Returns (metrics `{split}/{name}`, {split: rendered episodes}).
+    """
+    s, step, params = restore_params(workdir, step, config)
+    metrics, examples = {"step": step}, {}
     for split in ("train", "heldout"):
         m, traj = loop.evaluate(s, params, split)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})

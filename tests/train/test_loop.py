@@ -32,7 +32,7 @@ OVERRIDES = {
 
 
 def small_config(**extra):
-    c = toolcalc_grpo.get_config()
+    c = toolcalc_grpo.get_config("scratch")
     for key, value in {**OVERRIDES, **extra}.items():
         node = c
         *path, leaf = key.split(".")
@@ -83,7 +83,8 @@ def _params(workdir):
 
 
 def _train(workdir, **popen):
-    cmd = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *_flags()]
+    cmd = [sys.executable, "-m", "experiments.train", "--config=configs/toolcalc_grpo.py:scratch",
+           f"--workdir={workdir}", *_flags()]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
 
