@@ -14,13 +14,9 @@ from configs import toolcalc_grpo
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = toolcalc_grpo.get_config(arg)
+    # LOSS_DEFAULTS["cispo"]: M1 bounds the IS weight only from above; no KL term.
+    c = toolcalc_grpo.get_config(",".join(filter(None, [arg, "loss=cispo"])))
     c.unlock()
-    c.rl.loss = "cispo"
-    # M1 bounds the IS weight only from above (clip_low=1 means no lower bound), no KL term.
-    c.rl.clip_low = 1.0
-    c.rl.clip_high = 0.2
-    c.rl.kl_coef = 0.0
     c.rl.epochs = 2
     c.lock()
     return c

@@ -21,15 +21,27 @@ Arg flags (comma-separated): `quick` (a CPU smoke run of a few steps), `scratch`
 
 from __future__ import annotations
 
-import ml_collections
-
 import os
+
+import ml_collections
 
 import rlx
 from configs import common
 from rlx.train.optim import optim_section
 
 WARMSTART = os.path.join(os.path.dirname(rlx.__file__), "assets", "toolcalc_tiny_sft")
+
+# Each loss with its own published defaults (clip range, aggregation).
+LOSS_DEFAULTS = {
+    "ppo": dict(clip_low=0.2, clip_high=0.28, clip_c=3.0, loss_agg_mode="token-mean"),
+    # GSPO's sequence ratios sit within ~1e-3 of 1: the paper's clip range and aggregation.
+    "gspo": dict(clip_low=3e-4, clip_high=4e-4, clip_c=0.0, loss_agg_mode="seq-mean-token-mean"),
+    # M1 bounds the IS weight only from above (clip_low=1: no lower bound).
+    "cispo": dict(clip_low=1.0, clip_high=0.2, clip_c=0.0, loss_agg_mode="token-mean"),
+}
+# Row length (prompt + up to 4 rounds) by the axes that vary: the prompts of `all_axes` scaffolds
+# reach ~220 tokens, `tools_only` episodes stay under 256.
+MAX_LEN = {"tools_only": 256, "none": 256}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -51,22 +63,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
 
     # Rows hold the prompt and up to 4 rounds; tools_only oracle episodes are <= 250 tokens.
+    max_len = MAX_LEN.get(a.axes, 384)
     c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=48, max_rounds=4,
-                                       max_len=256)
+                                       max_len=max_len)
     c.rollout.batch_size = 64
     c.rollout.group_size = 8
 
     # Supervised warm start on oracle demonstrations (fresh ones every step). The recipe of the
     # shipped warm-start checkpoint; 0 steps when starting from it.
     c.sft = ml_collections.ConfigDict(dict(
-        steps=1500 if scratch else 0, batch_size=32, max_rounds=4, max_len=256,
+        steps=1500 if scratch else 0, batch_size=32, max_rounds=4, max_len=max_len,
         optim=optim_section(lr=6e-3, b2=0.98, warmup_steps=50, schedule="cosine",
                             decay_steps=1450, final_lr_frac=0.05)))
 
     c.rl = ml_collections.ConfigDict(dict(
         steps=40, advantage=a.advantage, advantage_kwargs=ml_collections.ConfigDict(),
-        loss=a.loss, clip_low=0.2, clip_high=0.28, clip_c=3.0,
-        loss_agg_mode="token-mean", horizon=0, epochs=1, num_minibatches=2,
+        loss=a.loss, **LOSS_DEFAULTS.get(a.loss, LOSS_DEFAULTS["ppo"]), horizon=0, epochs=1,
+        num_minibatches=2,
         temperature=c.rollout.get_ref("temperature"),
         kl_coef=0.0, kl_reward_coef=0.0, kl_estimator="k3", entropy_coef=0.0,
         value_clip=0.5, chunk_size=512, old_logprobs="trainer", dynamic_sampling=False,

@@ -22,7 +22,7 @@ def main(argv=None):
     print(f"checkpoint step {metrics.pop('step')}")
     for key in sorted(metrics):
         print(f"  {key:32s} {metrics[key]:8.3f}")
-    for split, texts in examples.items():
+    for texts in examples.values():
         for text in texts:
             print(text)
             print()

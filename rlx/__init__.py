@@ -6,7 +6,8 @@
     traj = rlx.rollout.run_episodes(policy, params, env, env_params, key, batch_size=16)
 """
 
-from rlx import algos, diagnostics, envs, models, rewards, rollout, sharding, tokenizer
+from rlx import algos, data, diagnostics, envs, models, rewards, rollout, sharding, tokenizer, train
 
-__all__ = ["algos", "diagnostics", "envs", "models", "rewards", "rollout", "sharding", "tokenizer"]
+__all__ = ["algos", "data", "diagnostics", "envs", "models", "rewards", "rollout", "sharding",
+           "tokenizer", "train"]
 __version__ = "0.1.0"

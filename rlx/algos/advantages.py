@@ -165,6 +165,11 @@ def reinforce_pp_advantages(token_rewards: Array, mask: Array, *, gamma: float =
     module docstring), and with `whiten=True` (verl) the advantages are G whitened over all
     masked tokens of the batch (unbiased variance, rsqrt(var + 1e-8)).
 
+    Deviation: verl resets the running return at every masked position, so with tool
+    observations between the policy's turns its earlier turns receive none of the outcome
+    reward; rlx carries the return across observations (it links consecutive policy tokens).
+    The two agree on gap-free responses.
+
     Returns (advantages, returns), [B,T] float32, 0 off the mask.
     """
     r, m = f32(token_rewards), f32(mask)

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
@@ -412,7 +411,7 @@ def load(path: str, *, mesh: Mesh | None = None, rules=None,
     table = _leaf_map(cfg)
     used: set[str] = set()
     arrays = []
-    for (keys, leaf), sharding in zip(leaves, flat_shardings):
+    for (keys, leaf), sharding in zip(leaves, flat_shardings, strict=True):
         spec = table[keys]
         names = ([spec.name.format(i=i) for i in range(cfg.n_layers)] if spec.layered
                  else [spec.name])

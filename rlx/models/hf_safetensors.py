@@ -157,7 +157,7 @@ def write_sharded(path: str, specs: Sequence[tuple[str, tuple[int, ...], np.dtyp
     names = (["model.safetensors"] if n == 1 else
              [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
     weight_map, total = {}, 0
-    for fname, group in zip(names, groups):
+    for fname, group in zip(names, groups, strict=True):
         _write_file(os.path.join(path, fname), group, produce, metadata)
         for name, shape, dtype in group:
             weight_map[name] = fname

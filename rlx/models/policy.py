@@ -32,7 +32,9 @@ def _chunked_over_time(fn: Callable[[Array, Array], Array], hidden: Array, targe
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
     hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)
     ts = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    out = jax.lax.map(lambda xs: fn(*xs), (hs, ts))  # [n, B, chunk, ...]
+    # Rematerialized per chunk: under jax.grad the map would otherwise keep every chunk's
+    # [B, chunk, V] logits as residuals, i.e. the full [B,T,V] the chunking is meant to avoid.
+    out = jax.lax.map(jax.checkpoint(lambda xs: fn(*xs)), (hs, ts))  # [n, B, chunk, ...]
     out = out.swapaxes(0, 1)
     return out.reshape(b, n * chunk, *out.shape[3:])[:, :t]
 

@@ -36,7 +36,8 @@ class Trajectory:
     finish_reason:     [B] int32 — a `FinishReason`.
     rounds:            [B] int32 — policy segments generated (1 for plain sampling).
     tool_calls:        [B] int32 — tool calls the env executed.
-    truncated:         [B] bool — the row ended by a length limit rather than by choice.
+    truncated:         [B] bool — the row ended by a limit (LENGTH or MAX_ROUNDS) rather than
+                       by a stop token or the env.
     reward:            [B] f32 — total reward (0 until scored).
     rewards:           dict name -> [B] f32, per-component rewards.
     group:             [B] int32 — group id for group-relative advantages.

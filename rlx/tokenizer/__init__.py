@@ -9,4 +9,4 @@ from rlx.tokenizer import hf  # Hugging Face tokenizer.json + chat templates: rl
 from rlx.tokenizer.base import Tokenizer
 from rlx.tokenizer.sentencepiece import MARKUP_TOKENS, SentencePieceTokenizer, load_default
 
-__all__ = ["MARKUP_TOKENS", "SentencePieceTokenizer", "Tokenizer", "load_default"]
+__all__ = ["MARKUP_TOKENS", "hf", "SentencePieceTokenizer", "Tokenizer", "load_default"]

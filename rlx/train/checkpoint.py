@@ -1,5 +1,8 @@
-"""Checkpoints with orbax: the train state (params, optimizer state, counters, RNG key) as a
-sharded pytree, plus JSON metadata (stage, data position, config).
+"""Checkpoints with orbax: the train state (params, optimizer state, counters, reference
+params) as a sharded pytree, plus JSON metadata (stage, SFT and RL step counts, warm-start
+evaluation). The data position and every random key derive from the config's seed and those
+step counts (`fold_in(key, step)`), so they need no storage of their own; the config itself is
+saved beside the checkpoints as `config.json`.
 
 A run restarted on the same workdir restores the latest checkpoint into the shardings of a freshly
 built (abstract) state and continues where it stopped.

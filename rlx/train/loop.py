@@ -85,9 +85,9 @@ def make_prepare(s: setup_lib.Setup):
         tokens = traj.tokens
         mask = traj.policy_mask.astype(jnp.float32)
         trainer_lp = policy.token_logprobs(params, tokens, temperature=temp)
-        need_ref = rl.kl_coef > 0 or rl.kl_reward_coef > 0
-        ref_lp = (policy.token_logprobs(ref_params, tokens, temperature=temp) if need_ref
-                  else trainer_lp)
+        # The frozen reference (the warm-start policy): for a KL term and, always, for the
+        # "KL to reference" metric.
+        ref_lp = policy.token_logprobs(ref_params, tokens, temperature=temp)
         kl_tok = algos.kl_penalty(trainer_lp, ref_lp, rl.kl_estimator) * mask
         if rl.kl_reward_coef > 0:  # KL in the reward: the row's summed KL, as an outcome penalty
             reward = reward - rl.kl_reward_coef * jnp.sum(kl_tok, -1)
@@ -117,7 +117,8 @@ def make_prepare(s: setup_lib.Setup):
         mm = diagnostics.mismatch_metrics(trainer_lp, traj.rollout_logprobs,
                                           traj.policy_mask.astype(jnp.float32))
         metrics.update({f"mismatch/{k}": v for k, v in mm.items()})
-        metrics["kl_ref_sampled"] = jnp.sum(kl_tok) / jnp.maximum(jnp.sum(mask), 1.0)
+        sampled = traj.policy_mask.astype(jnp.float32)
+        metrics["kl_ref_rollout"] = jnp.sum(kl_tok) / jnp.maximum(jnp.sum(sampled), 1.0)
         metrics["advantage_abs"] = jnp.sum(jnp.abs(adv) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
         zeros = jnp.zeros_like(mask)
         batch = RLBatch(tokens=tokens, policy_mask=mask, advantages=adv, old_logprobs=old,

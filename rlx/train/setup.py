@@ -70,6 +70,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if g < 2 and rl.advantage in ("grpo", "drgrpo", "rloo"):
         raise ValueError(f"rl.advantage={rl.advantage!r} needs rollout.group_size >= 2 "
                          f"(got {g})")
+    if rl.dynamic_sampling and g < 2:
+        raise ValueError(f"rl.dynamic_sampling=True needs rollout.group_size >= 2 (got {g}): a "
+                         f"group of one always has equal rewards, so every row would be dropped")
     if b % rl.num_minibatches:
         raise ValueError(f"rl.num_minibatches={rl.num_minibatches} does not divide "
                          f"rollout.batch_size={b}")

@@ -14,7 +14,6 @@ from rlx import sharding as rsh
 from rlx.models import hf
 from rlx.models.hf_safetensors import SafetensorsDir, SafetensorsFile, write_sharded
 
-
 # ---- safetensors ----------------------------------------------------------------------------
 
 def test_safetensors_files_agree_with_the_reference_library(tmp_path):
@@ -182,13 +181,14 @@ def test_sharded_checkpoint_loads_onto_8_devices_by_the_logical_rules(sharded_ck
     cfg, params = hf.load(sharded_ckpt, mesh=mesh)
     policy = rlx.models.Policy(cfg, mesh=mesh, rules=rsh.DEFAULT_RULES)
     want = rsh.logical_to_sharding(policy.param_logical_specs(), mesh, rsh.DEFAULT_RULES)
-    for (path, x), s in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(want)):
+    for (path, x), s in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(want),
+                            strict=True):
         assert x.sharding.is_equivalent_to(s, x.ndim), jax.tree_util.keystr(path)
     assert rsh.num_shards(params["embed"]["embedding"]) == 4  # vocab x tensor, embed x fsdp
     assert rsh.num_shards(params["layers"]["mlp"]["gate_proj"]["kernel"]) == 4
     # Same values and logits as a single-device load.
     _, ref = hf.load(sharded_ckpt)
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     tokens = jax.random.randint(jax.random.key(0), (4, 10), 0, cfg.vocab_size)
     sharded_logits = jax.jit(policy.logits)(params, tokens)

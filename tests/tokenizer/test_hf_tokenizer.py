@@ -8,7 +8,7 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizer tests need `tokenizers` "
                                  "(pip install -r requirements-hf.txt)")
-pytest.importorskip("jinja2", reason="chat templates need jinja2")
+jinja2 = pytest.importorskip("jinja2", reason="chat templates need jinja2")
 
 from rlx.tokenizer import hf as hftok  # noqa: E402
 from rlx.tokenizer.chat import ChatTemplate  # noqa: E402
@@ -64,7 +64,7 @@ def _conversation(single_calls: bool):
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     """A tiny byte-level BPE tokenizer.json trained here, with special and markup tokens."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from tokenizers import decoders, models, pre_tokenizers
 
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -170,7 +170,7 @@ def test_named_templates_and_errors(tok_dir, transformers):
 
 
 def test_sandbox_refuses_unsafe_templates():
-    with pytest.raises(Exception):
+    with pytest.raises(jinja2.exceptions.SecurityError, match="unsafe"):
         ChatTemplate("{{ messages.__class__.__mro__ }}").render([{"role": "user", "content": "x"}])
     with pytest.raises(Exception, match="underscore"):
         ChatTemplate("{% set ns = namespace() %}{% set ns._x = 1 %}").render(
