@@ -25,7 +25,7 @@ from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import Trajectory
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
-from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python
+from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python, trim_jsonl
 from rlx.train.update import RLBatch, TrainState, make_sft_step, make_update_step
 
 Array = jax.Array
@@ -220,7 +220,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f.write(config.to_json_best_effort(indent=2))
     run = _Run(s)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
-    writer = MetricsWriter(workdir)
     key = jax.random.key(config.seed)
     k_init, k_critic, k_sft, k_rl = jax.random.split(key, 4)
     sft_steps, rl_steps = config.sft.steps, config.rl.steps
@@ -233,9 +232,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = jax.device_put(state, run.state_sh[meta["stage"]])
         print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
               f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
+        # Steps logged after the checkpoint are about to be redone: drop them from the log.
+        done = {SFT: meta["sft_step"], RL: meta["rl_step"], "eval": meta["rl_step"]}
+        trim_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                   lambda r: r["step"] <= done.get(r["stage"], 0))
     else:
         state = jax.device_put({"train": TrainState.create(run.init_params(k_init), run.sft_opt)},
                                run.state_sh[SFT])
+
+    writer = MetricsWriter(workdir)
 
     def save(stage_meta: dict) -> None:
         if ckpt.latest_step() == stage_meta["sft_step"] + stage_meta["rl_step"]:

@@ -56,6 +56,15 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def trim_jsonl(path: str, keep) -> None:
+    """Rewrites a JSONL file keeping the records for which `keep(record)` is true."""
+    if not os.path.exists(path):
+        return
+    records = [r for r in read_jsonl(path) if keep(r)]
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+
 class Progress:
     """A one-line console progress bar with a few chosen metrics (plain lines when not a tty)."""
 

@@ -131,6 +131,10 @@ def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
     assert "resumed from" in out
+    # The steps redone after the restart are logged once.
+    records = [json.loads(line) for line in open(os.path.join(killed, "metrics.jsonl"))]
+    assert [r["step"] for r in records if r["stage"] == "rl"] == list(range(1, 7))
+    assert [r["step"] for r in records if r["stage"] == "sft"] == list(range(1, 7))
 
     step_a, meta_a, params_a = _params(full)
     step_b, meta_b, params_b = _params(killed)
