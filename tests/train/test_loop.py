@@ -66,7 +66,7 @@ def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
 
 def test_unknown_config_key_is_an_error():
     c = toolcalc_grpo.get_config()
-    with pytest.raises(AttributeError, match="rl"):
+    with pytest.raises(AttributeError, match="learning_rate.*locked"):
         c.rl.learning_rate = 1.0
 
 
