@@ -49,8 +49,9 @@ def restore_params(workdir: str, step: int | None = None,
     run = loop._Run(s)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    if step is None or step not in ckpt.all_steps():
+        raise FileNotFoundError(f"no checkpoint step {step} in {workdir}/checkpoints; "
+                                f"available steps: {ckpt.all_steps()}")
     meta = ckpt.restore_meta(step)
     state, _ = ckpt.restore(step, run.abstract_state(meta["stage"]))
     ckpt.close()
