@@ -292,6 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         t3 = time.perf_counter()
         state = {"train": train, "ref": state["ref"]}
         m = dict(episode_metrics(traj, total, comps), **pm, **um)
+        m.update({f"rollout/{k}": v for k, v in traj.stats.items()})  # e.g. idle decode slots
         n_tok = float(jnp.sum(traj.length))
         m.update(time_rollout=t1 - t0, time_prepare=t2 - t1, time_update=t3 - t2,
                  rollout_tokens_per_s=n_tok / (t1 - t0), update_tokens_per_s=n_tok / (t3 - t2),
