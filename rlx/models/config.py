@@ -23,47 +23,16 @@ ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
+# The sizes every preset starts from (the `tiny` model); all other fields take the defaults of
+# `ModelConfig`, so the ConfigDict and the dataclass cannot drift apart.
+_BASE_SIZES = dict(vocab_size=512, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32,
+                   d_ff=512)
+
+
 def _base(**overrides: Any) -> ml_collections.ConfigDict:
-    cfg = dict(
-        vocab_size=512,
-        d_model=128,
-        n_layers=4,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=32,
-        d_ff=512,
-        rope_theta=10_000.0,
-        norm_eps=1e-6,
-        qkv_bias=False,
-        qk_norm=False,
-        tie_embeddings=True,
-        max_len=2048,
-        init_std=0.02,
-        # Family variants; the defaults are the Llama/Qwen architecture (see `ModelConfig`).
-        o_bias=False,
-        mlp_activation="silu",
-        norm_plus_one=False,
-        embed_scale=False,
-        post_norms=False,
-        query_pre_attn_scalar=0.0,
-        attn_softcap=0.0,
-        final_softcap=0.0,
-        layer_windows=(),
-        rope_type="default",
-        rope_factor=1.0,
-        rope_low_freq_factor=1.0,
-        rope_high_freq_factor=4.0,
-        rope_original_max_len=0,
-        rope_beta_fast=32.0,
-        rope_beta_slow=1.0,
-        rope_attention_factor=0.0,
-        rope_truncate=True,
-        # Precision: activations, stored parameters, and the LM head matmul (its inputs, weights
-        # and accumulation). Log-softmax, losses and KL always run in float32.
-        dtype="float32",
-        param_dtype="float32",
-        head_dtype="float32",
-    )
+    cfg = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+           if f.default is not dataclasses.MISSING}
+    cfg.update(_BASE_SIZES)
     cfg.update(overrides)
     return ml_collections.ConfigDict(cfg)
 
@@ -151,6 +120,8 @@ class ModelConfig:
     rope_beta_slow: float = 1.0
     rope_attention_factor: float = 0.0
     rope_truncate: bool = True
+    # Precision: activations, stored parameters, and the LM head matmul (its inputs, weights and
+    # accumulation). Log-softmax, losses and KL always run in float32.
     dtype: str = "float32"
     param_dtype: str = "float32"
     head_dtype: str = "float32"
