@@ -88,7 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         correction=ml_collections.ConfigDict(dict(mode="none", level="token", threshold=2.0)),
     ))
     # MiniMax-M1's AdamW settings for RL (b2=0.95, eps=1e-15).
-    c.optim = optim_section(lr=1e-3, b1=0.9, b2=0.95, eps=1e-15, grad_clip=1.0)
+    # lr 1e-3 cost 12 points of train-scaffold success in 40 steps; 1e-4 keeps the warm start.
+    c.optim = optim_section(lr=1e-4, b1=0.9, b2=0.95, eps=1e-15, grad_clip=1.0)
     c.critic_optim = optim_section(lr=1e-3)
 
     # Reward components and weights (rlx.rewards registry names).
