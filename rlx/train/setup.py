@@ -42,7 +42,7 @@ class Setup:
     critic: Critic | None
     update_cfg: UpdateConfig
     sampling: dict             # keyword arguments of rlx.rollout.run_episodes
-    reward_fn: Any             # (traj, task) -> (total [B], components dict)
+    reward_fn: Any             # jitted (traj, task) -> (total [B], components dict)
     # key -> initial params on the mesh; None: `policy.init` (random, from `config.model`).
     init_params: Callable[[jax.Array], Any] | None = None
 
@@ -151,7 +151,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     return Setup(config=config, tokenizer=tokenizer, env=env, env_params=env_params,
                  eval_params=eval_params, mesh=mesh, rules=rules, policy=policy, critic=critic,
                  update_cfg=UpdateConfig.from_config(config.rl), sampling=sampling,
-                 reward_fn=rewards.compose(config.rewards, tokenizer=tokenizer),
+                 reward_fn=jax.jit(rewards.compose(config.rewards, tokenizer=tokenizer)),
                  init_params=init_params)
 
 
