@@ -27,8 +27,8 @@ def make(name: str, **overrides: Any) -> tuple[Env, ToolEnvParams]:
     go to the env; the rest are params fields (`num_steps`, `min_steps`, `max_operand`,
     `fault_rate`, `hackable`, `max_turns`, `split` ("train"/"heldout"), `axes` (a preset of
     `rlx.envs.scaffold.AXIS_PRESETS` or a tuple of axis names), `force` ({axis: variant})).
-    `max_steps` defaults to max(4, num_steps). Envs without a custom tokenizer are cached, so
-    `make` twice gives the same env object (and jitted functions keyed on it are reused).
+    `max_steps` defaults to max(4, num_steps). Envs are cached (a custom tokenizer by identity),
+    so `make` twice gives the same env object (and jitted functions keyed on it are reused).
 
         env, params = rlx.envs.make("toolcalc", num_steps=2, axes="tools_only")
         obs, state = jax.vmap(env.reset, (0, None))(keys, params)
@@ -40,10 +40,13 @@ def make(name: str, **overrides: Any) -> tuple[Env, ToolEnvParams]:
     if "max_steps" not in ctor:
         ctor["max_steps"] = max(4, int(prm.get("num_steps", 2)))
     params = default_params(**prm)
-    if ctor.get("tokenizer") is not None:
+    if ctor.get("tokenizer") is None:
+        ctor.pop("tokenizer", None)
+    # A custom tokenizer is keyed by identity: the cached env holds it, so the id stays valid.
+    key = (name,) + tuple(sorted((k, id(v) if k == "tokenizer" else v) for k, v in ctor.items()))
+    try:
+        if key not in _CACHE:
+            _CACHE[key] = cls(**ctor)
+    except TypeError:  # an unhashable constructor argument: build without caching
         return cls(**ctor), params
-    ctor.pop("tokenizer", None)
-    key = (name,) + tuple(sorted(ctor.items()))
-    if key not in _CACHE:
-        _CACHE[key] = cls(**ctor)
     return _CACHE[key], params

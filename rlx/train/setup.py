@@ -18,7 +18,7 @@ import ml_collections
 from rlx import algos, envs, rewards, sharding
 from rlx.models import Critic, ModelConfig, Policy
 from rlx.models import hf as hf_models
-from rlx.rollout.config import SamplingConfig, rollout_kwargs
+from rlx.rollout.config import rollout_kwargs
 from rlx.tokenizer import hf as hf_tokenizer
 from rlx.tokenizer import load_default
 from rlx.train.optim import make_optimizer
@@ -139,8 +139,6 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     critic = (Critic(model_cfg, mesh=mesh, rules=rules)
               if config.rl.advantage in CRITIC_ESTIMATORS else None)
     sampling = rollout_kwargs(config.rollout)
-    SamplingConfig(**{k: v for k, v in sampling.items()
-                      if k in {f.name for f in dataclasses.fields(SamplingConfig)}})
     init_params = None
     if path:
         overrides = config.model.to_dict()
