@@ -1,27 +1,50 @@
-"""Evaluate a checkpoint of a training workdir on the frozen train-scaffold and held-out-scaffold
-sets (success, reward components, rounds, tool calls, hack rate) and print decoded episodes.
+"""Evaluate a checkpoint of a training workdir (or the parameters a config starts from, e.g. the
+warm start) on the frozen train-scaffold and held-out-scaffold sets: success, reward components,
+rounds, tool calls, hack rate, success by scaffold variant, and a few decoded episodes.
 
     python -m experiments.eval --workdir=runs/toolcalc_grpo            # latest checkpoint
     python -m experiments.eval --workdir=runs/toolcalc_grpo --step=300 --examples=5
+    python -m experiments.eval --config=configs/toolcalc_grpo.py       # the warm start
+    python -m experiments.eval --config=configs/toolcalc_grpo.py --samples=8 --temperature=1
 
+`--samples=K` plays every task K times at `--temperature` and adds pass@K: RL only reinforces
+what the policy samples, so pass@K on the held-out set bounds what RL can gain there.
 Policy tokens are shown between ⟦ and ⟧; everything else is prompt or environment.
 """
 
-import argparse
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from rlx.train.evaluation import evaluate_checkpoint
 
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: evaluate one of its checkpoints.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Instead of --workdir, a config file[:arg]: evaluate the parameters it "
+    "starts from (its init.hf_path checkpoint, or its random init).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_EXAMPLES = flags.DEFINE_integer("examples", 3, "Episodes to print per split.")
+_SAMPLES = flags.DEFINE_integer("samples", 1, "Samples per task (adds pass@K for K > 1).")
+_TEMPERATURE = flags.DEFINE_float("temperature", None,
+                                  "Sampling temperature (default: the config's eval.temperature).")
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    ap.add_argument("--examples", type=int, default=3, help="episodes to print per split")
-    args = ap.parse_args(argv)
-    metrics, examples = evaluate_checkpoint(args.workdir, args.step, num_examples=args.examples)
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if (_WORKDIR.value is None) == (_CONFIG.value is None):
+        raise app.UsageError("give exactly one of --workdir and --config")
+    metrics, examples = evaluate_checkpoint(_WORKDIR.value, _STEP.value, config=_CONFIG.value,
+                                            num_examples=_EXAMPLES.value, samples=_SAMPLES.value,
+                                            temperature=_TEMPERATURE.value)
     print(f"checkpoint step {metrics.pop('step')}")
+    by_variant = {k: metrics.pop(k) for k in [k for k in metrics if k.endswith("/by_variant")]}
     for key in sorted(metrics):
         print(f"  {key:32s} {metrics[key]:8.3f}")
+    for key, axes in by_variant.items():
+        print(f"{key.split('/')[0]} success by scaffold variant:")
+        for axis, rows in axes.items():
+            for label, (rate, n) in rows.items():
+                print(f"  {axis:16s} {label:40s} {rate:6.3f}  (n={n})")
     for texts in examples.values():
         for text in texts:
             print(text)
@@ -29,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -461,14 +461,23 @@ class ScaffoldTables:
         return jnp.asarray(table.offs)[idx], jnp.asarray(table.lens)[idx]
 
 
+def _label(val) -> str | None:
+    """A short tag for a variant: its name, its text, its first names or its header."""
+    if isinstance(val, str | float | int):
+        return str(val)
+    if isinstance(val, tuple):
+        return ",".join(str(x) for x in val[:3]) + ("..." if len(val) > 3 else "")
+    label = getattr(val, "name", None) or getattr(val, "header", None)
+    return label.strip() if label else None
+
+
 def variant_names(tables: ScaffoldTables, variant: Sequence[int]) -> dict[str, str]:
     """Human-readable label of each axis's variant (for logs and `show_scaffolds`)."""
     out = {}
     for a, v in zip(AXES, variant, strict=True):
         val = tables.axes[a].variants[int(v)]
         split = "heldout" if v >= tables.axes[a].n_train else "train"
-        label = getattr(val, "name", None) or (val if isinstance(val, str) else None)
-        out[a] = f"{split}[{int(v)}]" + (f" {label}" if label else "")
+        out[a] = f"{split}[{int(v)}]" + (f" {label}" if (label := _label(val)) else "")
     return out
 
 

@@ -10,6 +10,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from rlx.envs import scaffold as S
+from rlx.rollout import episode_keys
 from rlx.rollout.trajectory import FinishReason, Trajectory
 from rlx.train import loop
 from rlx.train import setup as setup_lib
@@ -58,20 +60,73 @@ def restore_params(workdir: str, step: int | None = None,
     return s, step, state["train"].params
 
 
-def evaluate_checkpoint(workdir: str, step: int | None = None,
-                        config: ml_collections.ConfigDict | None = None,
-                        num_examples: int = 3) -> tuple[dict, dict[str, list[str]]]:
-    """Restores `step` (None: latest) and evaluates both frozen sets.
+def initial_params(config: ml_collections.ConfigDict):
+    """(Setup, policy params) a run of `config` starts from: the `init.hf_path` checkpoint (the
+    warm start of the default config) or the random init of `config.seed`."""
+    s = setup_lib.build(config)
+    return s, loop._Run(s).init_params(loop.run_keys(config)["init"])
 
-    Returns (metrics `{split}/{name}`, {split: rendered episodes}).
+
+def scaffold_variants(s: setup_lib.Setup, split: str, samples: int = 1) -> np.ndarray | None:
+    """[num_episodes * samples, len(AXES)] scaffold variant of every row of the frozen `split`
+    set, as `loop.evaluate(..., samples)` plays it; None for envs without scaffolds."""
+    if not hasattr(s.env, "tables"):
+        return None
+    n = s.config.eval.num_episodes * samples
+    reset_keys = episode_keys(loop.eval_key(s.config, split), n, samples)[0]
+    states = jax.jit(jax.vmap(s.env.reset, in_axes=(0, None)))(reset_keys, s.eval_params[split])[1]
+    return np.asarray(jax.device_get(states.scaffold.variant))
+
+
+def success_by_variant(s: setup_lib.Setup, split: str, correct: np.ndarray,
+                       samples: int = 1) -> dict[str, dict[str, tuple[float, int]]]:
+    """Success of the frozen `split` set broken down by the variant of each axis that varies
+    there: {axis: {variant label: (success rate, episodes)}}. `correct`: [rows] of
+    `loop.evaluate(s, params, split, samples)`."""
+    variants = scaffold_variants(s, split, samples)
+    if variants is None:
+        return {}
+    correct = np.asarray(correct, np.float64)
+    if len(correct) != len(variants):
+        raise ValueError(f"correct has {len(correct)} rows, the {split!r} set with "
+                         f"samples={samples} has {len(variants)}")
+    vary = np.asarray(s.eval_params[split].vary)
+    out = {}
+    for a, axis in enumerate(S.AXES):
+        if not vary[a]:
+            continue
+        out[axis] = {}
+        for v in np.unique(variants[:, a]):
+            rows = variants[:, a] == v
+            label = S.variant_names(s.env.tables, np.where(np.arange(len(S.AXES)) == a, v, 0))[axis]
+            out[axis][label] = (float(correct[rows].mean()), int(rows.sum()))
+    return out
+
+
+def evaluate_checkpoint(workdir: str | None, step: int | None = None,
+                        config: ml_collections.ConfigDict | None = None,
+                        num_examples: int = 3, samples: int = 1,
+                        temperature: float | None = None) -> tuple[dict, dict[str, list[str]]]:
+    """Restores `step` (None: latest) of `workdir` and evaluates both frozen sets; with
+    `workdir=None`, evaluates the parameters `config` starts from (e.g. the warm start).
+    `samples`, `temperature`: as in `loop.evaluate` (pass@k with samples > 1).
+
+    Returns (metrics `{split}/{name}` plus `{split}/by_variant` (`success_by_variant`),
+    {split: rendered episodes}).
     """
-    s, step, params = restore_params(workdir, step, config)
+    if workdir is None:
+        if config is None:
+            raise ValueError("evaluate_checkpoint needs a workdir or a config")
+        (s, params), step = initial_params(config), "initial"
+    else:
+        s, step, params = restore_params(workdir, step, config)
     metrics, examples = {"step": step}, {}
     for split in ("train", "heldout"):
-        m, traj = loop.evaluate(s, params, split)
+        m, traj = loop.evaluate(s, params, split, samples, temperature)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})
         reasons = np.asarray(jax.device_get(traj.finish_reason))
         correct = np.asarray(jax.device_get(traj.info.get("correct", np.zeros(len(reasons)))))
+        metrics[f"{split}/by_variant"] = success_by_variant(s, split, correct, samples)
         examples[split] = [
             f"--- {split} episode {i}: finish={FinishReason(int(reasons[i])).name} "
             f"correct={bool(correct[i])}\n" + render_episode(s.tokenizer, traj, i)

@@ -53,16 +53,34 @@ def episode_metrics(traj: Trajectory, total: Array, components: dict[str, Array]
     return out
 
 
-def evaluate(s: setup_lib.Setup, params, split: str) -> tuple[dict[str, float], Trajectory]:
-    """Greedy (or `eval.temperature`) episodes on the frozen `split` set: the same
-    `eval.num_episodes` tasks and scaffolds every time (a fixed key)."""
+def eval_key(cfg: ml_collections.ConfigDict, split: str) -> Array:
+    """The fixed key of the frozen `split` evaluation set."""
+    return jax.random.fold_in(jax.random.key(cfg.eval.seed), 0 if split == "train" else 1)
+
+
+def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
+             temperature: float | None = None) -> tuple[dict[str, float], Trajectory]:
+    """Episodes on the frozen `split` set: the same `eval.num_episodes` tasks and scaffolds every
+    time (a fixed key), at `temperature` (None: `eval.temperature`, greedy by default).
+
+    `samples` > 1 plays every task of the set `samples` times (consecutive rows, one group per
+    task; the tasks are those of `samples=1`). Then `success` is pass@1 (the mean over all
+    samples) and `pass@{samples}` is the share of tasks solved by at least one sample: the
+    headroom RL can turn into pass@1, since it only reinforces what the policy samples.
+    """
     cfg = s.config
-    kw = dict(s.sampling, batch_size=cfg.eval.num_episodes, group_size=1,
-              temperature=cfg.eval.temperature)
-    key = jax.random.fold_in(jax.random.key(cfg.eval.seed), 0 if split == "train" else 1)
-    traj = run_episodes(s.policy, params, s.env, s.eval_params[split], key, **kw)
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be >= 1")
+    temperature = cfg.eval.temperature if temperature is None else temperature
+    kw = dict(s.sampling, batch_size=cfg.eval.num_episodes * samples, group_size=samples,
+              temperature=temperature)
+    traj = run_episodes(s.policy, params, s.env, s.eval_params[split], eval_key(cfg, split), **kw)
     total, comps = s.reward_fn(traj, traj.task)
-    return to_python(episode_metrics(traj, total, comps)), traj
+    metrics = episode_metrics(traj, total, comps)
+    if samples > 1 and "correct" in traj.info:
+        solved = traj.info["correct"].reshape(-1, samples).any(axis=1)
+        metrics[f"pass@{samples}"] = jnp.mean(solved.astype(jnp.float32))
+    return to_python(metrics), traj
 
 
 def evaluate_all(s: setup_lib.Setup, params) -> dict[str, float]:
@@ -207,6 +225,12 @@ class _Run:
                             shapes, compiled.output_shardings)
 
 
+def run_keys(config: ml_collections.ConfigDict) -> dict[str, Array]:
+    """The root keys of a run (policy init, critic init, SFT, RL) from `config.seed`."""
+    names = ("init", "critic", "sft", "rl")
+    return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) warm start + RL in `workdir`; returns the summary dict.
 
@@ -220,8 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f.write(config.to_json_best_effort(indent=2))
     run = _Run(s)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
-    key = jax.random.key(config.seed)
-    k_init, k_critic, k_sft, k_rl = jax.random.split(key, 4)
+    keys = run_keys(config)
+    k_init, k_critic, k_sft, k_rl = (keys[n] for n in ("init", "critic", "sft", "rl"))
     sft_steps, rl_steps = config.sft.steps, config.rl.steps
 
     meta: dict[str, Any] = {"stage": SFT, "sft_step": 0, "rl_step": 0}
