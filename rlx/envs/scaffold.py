@@ -273,12 +273,16 @@ def static_axes() -> dict[str, Axis]:
 
 
 def axes_mask(axes: str | Sequence[str]) -> np.ndarray:
-    """bool [len(AXES)]: which axes vary. `axes` is a preset name (`AXIS_PRESETS`) or axis names."""
+    """bool [len(AXES)]: which axes vary. `axes` is a preset name (`AXIS_PRESETS`), axis names,
+    or axis names joined by "+" in one string (e.g. "tool_desc+tool_order", as a config holds)."""
     if isinstance(axes, str):
-        if axes not in AXIS_PRESETS:
+        if "+" in axes:
+            axes = tuple(axes.split("+"))
+        elif axes not in AXIS_PRESETS:
             raise KeyError(f"unknown axes preset {axes!r}; known: {sorted(AXIS_PRESETS)} "
-                           f"(or a tuple of axis names from {AXES})")
-        axes = AXIS_PRESETS[axes]
+                           f"(or axis names from {AXES}, as a tuple or joined by '+')")
+        else:
+            axes = AXIS_PRESETS[axes]
     unknown = [a for a in axes if a not in AXIS_INDEX]
     if unknown:
         raise KeyError(f"unknown scaffold axes {unknown}; known: {list(AXES)}")
