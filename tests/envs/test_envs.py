@@ -78,6 +78,10 @@ def test_registry_errors():
         envs.make("toolcalc", nmu_steps=2)
     with pytest.raises(KeyError, match="unknown axes preset"):
         envs.make("toolcalc", axes="everything")
+    with pytest.raises(KeyError, match=r"unknown scaffold axes \['tool_colour'\]"):
+        envs.make("toolcalc", axes="tool_names+tool_colour")
+    joined = np.asarray(envs.make("toolcalc", axes="fault_rate+tool_desc")[1].vary)
+    assert joined.tolist() == [a in ("tool_desc", "fault_rate") for a in S.AXES]
     assert isinstance(envs.ENVS, Registry)
 
 
