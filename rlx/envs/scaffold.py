@@ -381,8 +381,14 @@ class ScaffoldTables:
             stops.add(ids[-1])
         for s in syn:
             ids = tok.encode(s.render("x", (1, 2)))
-            if any(i in stops for i in ids[:-1]):
-                raise ValueError(f"call syntax {s.name}: a stop token occurs inside the call")
+            inside = sorted({tok.decode([i]) for i in ids[:-1] if i in stops})
+            if inside:
+                raise ValueError(
+                    f"call syntax {s.name}: stop token(s) {inside} occur inside the call "
+                    f"{s.render('x', (1, 2))!r}. The tool envs stop a round at the last token of "
+                    f"each call closer and at {ANSWER_CLOSE!r}, so this tokenizer must keep "
+                    f"those closers whole (rlx's SentencePiece tokenizer does; a Hugging Face "
+                    f"tokenizer needs them added as tokens)")
         self.stop_token_ids = tuple(sorted(stops))
 
     # -- host helpers --------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from rlx.envs import toolcalc
 from rlx.envs.base import Chunk
 from rlx.envs.play import play, random_action_fn
 from rlx.registry import Registry
+from rlx.tokenizer.base import Tokenizer
+from rlx.tokenizer.sentencepiece import load_default
 
 # The tool-use tasks (the data-backed `qa` env has its own tests in test_qa_env.py).
 NAMES = [n for n in envs.ENVS.names() if issubclass(envs.ENVS.get(n), envs.ToolEnv)]
@@ -449,3 +451,28 @@ def test_fuzz(name):
     assert info["invalid_calls"].sum() > 500 and info["tool_calls"].sum() > 500
     assert info["correct"].any() and info["tool_errors"].sum() > 0
     assert (np.asarray(ep.length) <= toks.shape[1]).all()
+
+
+class _SplitCloser(Tokenizer):
+    """The default tokenizer, except that `</tool_call>` is spelled in pieces ending in `>`."""
+
+    base = load_default()
+    vocab_size = base.vocab_size
+    pad_id, eos_id, bos_id = base.pad_id, base.eos_id, base.bos_id
+
+    def encode(self, text):
+        parts = [self.base.encode(p) for p in text.split("</tool_call>")]
+        closer = self.base.encode("</tool_call") + self.base.encode(">")
+        return [i for k, p in enumerate(parts) for i in (closer if k else []) + p]
+
+    def decode(self, ids):
+        return self.base.decode(ids)
+
+    def token_id(self, piece):
+        return self.base.token_id(piece)
+
+
+def test_a_tokenizer_that_splits_call_closers_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"call syntax \w+: stop token\(s\) \['>'\] occur inside "
+                                         r"the call .*must keep those closers whole"):
+        toolcalc.ToolCalc(tokenizer=_SplitCloser())
