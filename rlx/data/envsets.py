@@ -84,91 +84,92 @@ def _rows(tree: Any, n: int):
         yield jax.tree.map(lambda a, i=i: a[i], arrs)
 
 
-class RlxEnvEval(tfds.core.GeneratorBasedBuilder):
+class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What both builders share: versions, configs, splits, the index/task/scaffold features and
+    the batched generation loop. Subclasses give their own features and batches."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
+    # resolving the module path through `importlib_resources`, which is not installed.
+    code_path = None
+    BUILDER_CONFIGS = [EnvSetConfig(name="default")]
+
+    def _features(self, env) -> dict:
+        """Features besides index, task and scaffold."""
+        raise NotImplementedError
+
+    def _batches(self, env, params, key: jax.Array, n: int):
+        """Yields (start, feature tree of up to _GEN_BATCH rows, rows) covering examples [0, n)."""
+        raise NotImplementedError
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        env, _ = make_env(self.builder_config, "train")
+        features = tfds.features.FeaturesDict({
+            "index": tfds.features.Tensor(shape=(), dtype=np.int32), **self._features(env),
+            "task": _task_features(env), "scaffold": _scaffold_features()})
+        return tfds.core.DatasetInfo(builder=self, description=type(self).__doc__,
+                                     features=features)
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        cfg = self.builder_config
+        env, params = make_env(cfg, split)
+        n = cfg.num_train if split == "train" else cfg.num_heldout
+        for start, out, rows in self._batches(env, params, _split_key(cfg, split), n):
+            for j, row in enumerate(_rows(out, rows)):
+                yield start + j, dict(row, index=np.int32(start + j))
+
+
+def _scaffold_dict(sc: S.Scaffold) -> dict:
+    return dict(variant=sc.variant, rand_names=sc.rand_names)
+
+
+class RlxEnvEval(_EnvSetBuilder):
     """Frozen evaluation episodes: task + scaffold + prompt per example."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
-    # resolving the module path through `importlib_resources`, which is not installed.
-    code_path = None
-    BUILDER_CONFIGS = [EnvSetConfig(name="default")]
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        env, _ = make_env(self.builder_config, "train")
+    def _features(self, env) -> dict:
         t = tfds.features.Tensor
-        features = tfds.features.FeaturesDict({
-            "index": t(shape=(), dtype=np.int32),
-            "prompt": t(shape=(env.max_prompt_len,), dtype=np.int32),
-            "prompt_length": t(shape=(), dtype=np.int32),
-            "task": _task_features(env), "scaffold": _scaffold_features()})
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
+        return {"prompt": t(shape=(env.max_prompt_len,), dtype=np.int32),
+                "prompt_length": t(shape=(), dtype=np.int32)}
 
-    def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in SPLITS}
-
-    def _generate_examples(self, split: str):
-        cfg = self.builder_config
-        env, params = make_env(cfg, split)
-        n = cfg.num_train if split == "train" else cfg.num_heldout
+    def _batches(self, env, params, key, n):
         reset = _jitted(env, "reset")
-        keys = jax.random.split(_split_key(cfg, split), n)
+        keys = jax.random.split(key, n)
         for start in range(0, n, _GEN_BATCH):
             prompt, state = reset(keys[start:start + _GEN_BATCH], params)
-            out = dict(prompt=prompt.tokens, prompt_length=prompt.length,
-                       task=_task_dict(state.task),
-                       scaffold=dict(variant=state.scaffold.variant,
-                                     rand_names=state.scaffold.rand_names))
-            for j, row in enumerate(_rows(out, prompt.length.shape[0])):
-                yield start + j, dict(row, index=np.int32(start + j))
+            yield start, dict(prompt=prompt.tokens, prompt_length=prompt.length,
+                              task=_task_dict(state.task),
+                              scaffold=_scaffold_dict(state.scaffold)), prompt.length.shape[0]
 
 
-class RlxOracleDemos(tfds.core.GeneratorBasedBuilder):
+class RlxOracleDemos(_EnvSetBuilder):
     """Oracle episodes for the supervised warm start."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
-    # resolving the module path through `importlib_resources`, which is not installed.
-    code_path = None
-    BUILDER_CONFIGS = [EnvSetConfig(name="default")]
+    def _rounds(self, env) -> int:
+        return self.builder_config.max_rounds or 3 * env.max_steps + 2
 
     def _max_len(self, env) -> int:
-        rounds = self.builder_config.max_rounds or 3 * env.max_steps + 2
-        return env.max_prompt_len + rounds * (env.max_action_len + env.max_obs_len)
+        return env.max_prompt_len + self._rounds(env) * (env.max_action_len + env.max_obs_len)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        env, _ = make_env(self.builder_config, "train")
-        t = tfds.features.Tensor
-        size = self._max_len(env)
-        features = tfds.features.FeaturesDict({
-            "index": t(shape=(), dtype=np.int32),
-            "tokens": t(shape=(size,), dtype=np.int32),
-            "policy_mask": t(shape=(size,), dtype=np.bool_),
-            "length": t(shape=(), dtype=np.int32),
-            "prompt_length": t(shape=(), dtype=np.int32),
-            "rounds": t(shape=(), dtype=np.int32),
-            "correct": t(shape=(), dtype=np.bool_),
-            "task": _task_features(env), "scaffold": _scaffold_features()})
-        return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
+    def _features(self, env) -> dict:
+        t, size = tfds.features.Tensor, self._max_len(env)
+        return {"tokens": t(shape=(size,), dtype=np.int32),
+                "policy_mask": t(shape=(size,), dtype=np.bool_),
+                "length": t(shape=(), dtype=np.int32),
+                "prompt_length": t(shape=(), dtype=np.int32),
+                "rounds": t(shape=(), dtype=np.int32),
+                "correct": t(shape=(), dtype=np.bool_)}
 
-    def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(split) for split in SPLITS}
-
-    def _generate_examples(self, split: str):
-        cfg = self.builder_config
-        env, params = make_env(cfg, split)
-        n = cfg.num_train if split == "train" else cfg.num_heldout
-        rounds = cfg.max_rounds or 3 * env.max_steps + 2
-        run = _jitted(env, "play", rounds, self._max_len(env))
-        key = _split_key(cfg, split)
+    def _batches(self, env, params, key, n):
+        run = _jitted(env, "play", self._rounds(env), self._max_len(env))
         for start in range(0, n, _GEN_BATCH):
             ep = run(params, jax.random.fold_in(key, start))
-            out = dict(tokens=ep.tokens, policy_mask=ep.policy_mask, length=ep.length,
-                       prompt_length=ep.prompt_length, rounds=ep.rounds,
-                       correct=ep.info["correct"], task=_task_dict(ep.task),
-                       scaffold=dict(variant=ep.scaffold.variant,
-                                     rand_names=ep.scaffold.rand_names))
-            for j, row in enumerate(_rows(out, min(_GEN_BATCH, n - start))):
-                yield start + j, dict(row, index=np.int32(start + j))
+            yield start, dict(tokens=ep.tokens, policy_mask=ep.policy_mask, length=ep.length,
+                              prompt_length=ep.prompt_length, rounds=ep.rounds,
+                              correct=ep.info["correct"], task=_task_dict(ep.task),
+                              scaffold=_scaffold_dict(ep.scaffold)), min(_GEN_BATCH, n - start)
 
 
 _JIT_CACHE: dict[tuple, Any] = {}
