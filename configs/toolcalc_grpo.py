@@ -1,17 +1,20 @@
-"""The default experiment: GRPO on `toolcalc` (1-2 calculator calls per task) under tool-scaffold
-perturbation, from a warm-start checkpoint, evaluated on train-scaffold and held-out-scaffold sets.
+"""The default experiment: GRPO on `toolcalc` (1-2 calculator calls per task) on procedural
+scaffolds (every axis varies), from a warm-start checkpoint, evaluated greedily on 512 frozen
+train-scaffold and 512 held-out-scaffold episodes, with pass@8 before and after RL.
 
-    python -m experiments.train --config=configs/toolcalc_grpo.py --workdir=/tmp/rlx
+    python -m experiments.train --workdir=runs/default
+    python -m experiments.train --workdir=runs/default_seed1 --config.seed=1
     python -m experiments.train --config=configs/toolcalc_grpo.py:quick --workdir=/tmp/q
     python -m experiments.train --config=configs/toolcalc_grpo.py:scratch,model=small,mesh=2x2x2 \
         --config.rollout.head_dtype=bfloat16 --workdir=...
 
-The warm start is `rlx/assets/toolcalc_tiny_sft`: the `tiny` model after supervised training on
-oracle demonstrations (`configs/toolcalc_sft.py`, about 45 minutes on 2 CPU cores, exported with
-`experiments/export_hf.py`). A 1M-parameter model needs a few thousand SFT steps before it copies
-operands and tool results reliably, which does not fit the 15-minute budget of the main job, so
-the main job starts from that checkpoint the way RL post-training starts from a pretrained model.
-`scratch` starts from random weights instead and runs `sft.steps` of SFT first.
+The warm start is `rlx/assets/toolcalc_warmstart`: the `tiny` model after the supervised stage
+of `configs/toolcalc_sft.py` (oracle demonstrations on procedural train scaffolds and a copy
+corpus; docs/RESULTS.md has its recipe, time and figures). The main job starts from it the way
+RL post-training starts from a pretrained model; `scratch` starts from random weights and runs
+`sft.steps` of SFT first. `summary.json` holds `warm_start` and `final` dicts with
+`train/success`, `heldout/success` (greedy) and `train/pass@8`, `heldout/pass@8`,
+`{split}/pass@1` (8 samples per task at temperature 1).
 
 Arg flags (comma-separated): `quick` (a CPU smoke run of a few steps), `scratch`,
 `model=<preset>` (other presets imply `scratch`), `mesh=DxFxT`, `loss=ppo|gspo|cispo`,
@@ -29,7 +32,7 @@ import rlx
 from configs import common
 from rlx.train.optim import optim_section
 
-WARMSTART = os.path.join(os.path.dirname(rlx.__file__), "assets", "toolcalc_tiny_sft")
+WARMSTART = os.path.join(os.path.dirname(rlx.__file__), "assets", "toolcalc_warmstart")
 
 # Each loss with its own published defaults (clip range, aggregation).
 LOSS_DEFAULTS = {
@@ -39,14 +42,14 @@ LOSS_DEFAULTS = {
     # M1 bounds the IS weight only from above (clip_low=1: no lower bound).
     "cispo": dict(clip_low=1.0, clip_high=0.2, clip_c=0.0, loss_agg_mode="token-mean"),
 }
-# Row length (prompt + up to 4 rounds) by the axes that vary: the prompts of `all_axes` scaffolds
-# reach ~220 tokens, `tools_only` episodes stay under 256.
-MAX_LEN = {"tools_only": 256, "none": 256}
+# Row length: procedural prompts reach ~220 tokens, a call round ~60 (call and tool turn), and
+# faults add retries.
+MAX_LEN = 512
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(arg, quick=False, scratch=False, model="tiny", mesh="-1x1x1",
-                         loss="ppo", advantage="grpo", axes="tools_only")
+                         loss="ppo", advantage="grpo", axes="all_axes")
     scratch = a.scratch or a.model != "tiny"
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -62,9 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eval_axes=a.axes,   # which axes take their held-out variants in the held-out set
     ))
 
-    # Rows hold the prompt and up to 4 rounds; tools_only oracle episodes are <= 250 tokens.
-    max_len = MAX_LEN.get(a.axes, 384)
-    c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=48, max_rounds=4,
+    max_len = MAX_LEN
+    c.rollout = common.rollout_section(temperature=1.0, max_new_tokens=48, max_rounds=6,
                                        max_len=max_len)
     # 16 tasks x 8 samples: the warm-start policy is peaked (entropy ~0.1 nat/token), so groups
     # need several samples to differ, and batches several tasks to be representative.
@@ -74,7 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Supervised warm start on oracle demonstrations (fresh ones every step). The recipe of the
     # shipped warm-start checkpoint; 0 steps when starting from it.
     c.sft = ml_collections.ConfigDict(dict(
-        steps=1500 if scratch else 0, batch_size=32, max_rounds=4, max_len=max_len,
+        steps=1500 if scratch else 0, batch_size=32, max_rounds=6, max_len=max_len,
+        mixture="",      # "" = env.train_axes only; see rlx/train/demos.py
+        eval_every=0,    # greedy evaluation on the frozen sets every N steps (0: at the end)
         optim=optim_section(lr=6e-3, b2=0.98, warmup_steps=50, schedule="cosine",
                             decay_steps=1450, final_lr_frac=0.05)))
 
@@ -95,15 +99,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Reward components and weights (rlx.rewards registry names).
     c.rewards = ml_collections.ConfigDict(dict(correct=1.0, format=0.1, forbidden_tool=1.0))
 
-    c.eval = ml_collections.ConfigDict(dict(every=10, num_episodes=128, temperature=0.0, seed=1234,
-                                            print_episodes=3))
+    # 512 frozen episodes per set (±2 points of noise at success 0.5); pass@8 at temperature 1
+    # on the first 128 tasks of each set before and after RL (the headroom RL can turn into
+    # pass@1; 8 x 512 samples would take most of the main job's time).
+    # `heldout_sets`: extra held-out sets, name -> axes held out (the rest canonical).
+    c.eval = ml_collections.ConfigDict(dict(every=0, num_episodes=512, temperature=0.0, seed=1234,
+                                            print_episodes=3, pass_k=8, pass_k_tasks=128,
+                                            heldout_sets={}))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=2))
 
     if a.quick:
         c.sft.steps, c.sft.batch_size = (20 if scratch else 0), 16
         c.sft.optim.decay_steps, c.sft.optim.warmup_steps = 20, 2
         c.rl.steps, c.rollout.batch_size, c.rollout.group_size = 3, 16, 4
-        c.eval.every, c.eval.num_episodes = 2, 16
+        c.eval.every, c.eval.num_episodes, c.eval.pass_k, c.eval.pass_k_tasks = 2, 16, 2, 8
         c.checkpoint.every = 2
     c.lock()
     return c

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint of a training workdir (or the parameters a config starts from, e.g. the
 warm start) on the frozen train-scaffold and held-out-scaffold sets: success, reward components,
-rounds, tool calls, hack rate, success by scaffold variant, and a few decoded episodes.
+rounds, tool calls, hack rate, success by scaffold variant, and a few decoded episodes; with
+`--per_axis`, success on a held-out set per axis.
 
     python -m experiments.eval --workdir=runs/toolcalc_grpo            # latest checkpoint
     python -m experiments.eval --workdir=runs/toolcalc_grpo --step=300 --examples=5
@@ -15,7 +16,13 @@ Policy tokens are shown between ⟦ and ⟧; everything else is prompt or enviro
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rlx.train.evaluation import evaluate_checkpoint
+from rlx.envs.scaffold import AXES
+from rlx.train.evaluation import (
+    evaluate_checkpoint,
+    evaluate_heldout_sets,
+    initial_params,
+    restore_params,
+)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: evaluate one of its checkpoints.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,6 +33,8 @@ _EXAMPLES = flags.DEFINE_integer("examples", 3, "Episodes to print per split.")
 _SAMPLES = flags.DEFINE_integer("samples", 1, "Samples per task (adds pass@K for K > 1).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None,
                                   "Sampling temperature (default: the config's eval.temperature).")
+_PER_AXIS = flags.DEFINE_bool("per_axis", False, "Also evaluate a held-out set per scaffold "
+                              "axis (that axis held out, the others canonical).")
 
 
 def main(argv):
@@ -45,6 +54,16 @@ def main(argv):
         for axis, rows in axes.items():
             for label, (rate, n) in rows.items():
                 print(f"  {axis:16s} {label:40s} {rate:6.3f}  (n={n})")
+    if _PER_AXIS.value:
+        s, params = (initial_params(_CONFIG.value) if _WORKDIR.value is None else
+                     restore_params(_WORKDIR.value, _STEP.value)[::2])
+        per_axis = evaluate_heldout_sets(s, params, {a: a for a in AXES}, _SAMPLES.value,
+                                         _TEMPERATURE.value)
+        print("held out on one axis (the others canonical):")
+        for axis, m in per_axis.items():
+            shown = "  ".join(f"{k}={v:.3f}" for k, v in m.items()
+                              if k == "success" or k.startswith("pass@"))
+            print(f"  {axis:16s} {shown}")
     for texts in examples.values():
         for text in texts:
             print(text)

@@ -1,7 +1,7 @@
 """Export a checkpoint of a training workdir as a Hugging Face model directory.
 
     python -m experiments.export_hf --workdir=runs/default --out=/tmp/toolcalc_tiny_hf
-    python -m experiments.export_hf --workdir=runs/sft --out=rlx/assets/toolcalc_tiny_sft
+    python -m experiments.export_hf --workdir=runs/warmstart --out=rlx/assets/toolcalc_warmstart
 
 The directory (config.json + model.safetensors, plus the run's tokenizer files) loads with
 transformers' `AutoModelForCausalLM.from_pretrained`, with `rlx.models.hf.load`, and as a starting

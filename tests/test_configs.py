@@ -5,14 +5,15 @@ import os
 
 import pytest
 
-from configs import toolcalc_cispo, toolcalc_grpo, toolcalc_ppo, toolcalc_sft
+from configs import generalization, toolcalc_cispo, toolcalc_grpo, toolcalc_ppo, toolcalc_sft
+from rlx.train import generalization as gen_lib
 from rlx.train import setup as setup_lib
 
 
 @pytest.mark.parametrize("module,arg", [
     (toolcalc_grpo, None), (toolcalc_grpo, "quick"), (toolcalc_grpo, "scratch,axes=all_axes"),
     (toolcalc_grpo, "loss=gspo"), (toolcalc_ppo, None), (toolcalc_cispo, None),
-    (toolcalc_sft, None),
+    (toolcalc_sft, None), (toolcalc_sft, "canonical"), (toolcalc_sft, "quick"),
 ])
 def test_configs_build(module, arg):
     c = module.get_config(arg)
@@ -20,6 +21,14 @@ def test_configs_build(module, arg):
     assert s.policy.cfg.vocab_size >= s.tokenizer.vocab_size
     assert (s.critic is not None) == (c.rl.advantage == "gae")
     assert s.env.max_prompt_len < c.rollout.max_len
+
+
+def test_generalization_arms_build():
+    c = generalization.get_config()
+    for arm in c.arms.split("+"):
+        arm_cfg = gen_lib.arm_config(c, arm, seed=2)
+        assert arm_cfg.seed == 2 and arm_cfg.env.eval_axes == "all_axes"
+        setup_lib.validate(arm_cfg)
 
 
 def test_default_config_starts_from_the_shipped_warm_start():

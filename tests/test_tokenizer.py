@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from rlx.envs.corpus import scaffold_corpus
+from experiments.make_tokenizer import VOCAB_SIZE
+from rlx.envs.corpus import DELIMITER, scaffold_corpus
 from rlx.tokenizer import MARKUP_TOKENS, SentencePieceTokenizer, Tokenizer, load_default
 
 TEXTS = [
@@ -59,7 +60,7 @@ def test_segments_concatenate(default):
 
 
 def test_specials_and_errors(default):
-    assert default.vocab_size <= 512
+    assert default.vocab_size <= 1024
     assert (default.pad_id, default.bos_id, default.eos_id) == (0, 2, 3)
     with pytest.raises(KeyError, match="not a single token"):
         default.token_id("<not_a_markup>")
@@ -74,6 +75,8 @@ def test_save_load(tmp_path, small):
 
 
 def test_default_is_reproducible(default):
-    # Same corpus and settings as experiments/make_tokenizer.py (episodes=3000, seed=0).
-    tok = SentencePieceTokenizer.train(scaffold_corpus(3000, 0), vocab_size=512)
+    # Same corpus and settings as experiments/make_tokenizer.py's defaults (--names 20000
+    # --seed 0 --vocab_size VOCAB_SIZE, pieces never spanning the corpus's pre-split delimiter).
+    tok = SentencePieceTokenizer.train(scaffold_corpus(20000, 0), vocab_size=VOCAB_SIZE,
+                                       pretokenization_delimiter=DELIMITER)
     assert tok.model_proto == default.model_proto

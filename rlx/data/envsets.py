@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rlx.envs import registry
-from rlx.envs import scaffold as S
 from rlx.envs.base import Chunk
 from rlx.envs.play import play
+from rlx.envs.scaffold import AXES, Scaffold
 from rlx.envs.tool_env import Task
 
 SPLITS = ("train", "heldout")
@@ -68,10 +68,12 @@ def _task_features(env) -> dict:
     }
 
 
-def _scaffold_features() -> dict:
-    t = tfds.features.Tensor
-    return {"variant": t(shape=(len(S.AXES),), dtype=np.int32),
-            "rand_names": t(shape=(len(S.TOOL_KINDS), 3), dtype=np.int32)}
+def _scaffold_features(env) -> dict:
+    """One feature per `Scaffold` field, shaped like the env's scaffolds."""
+    sc = jax.eval_shape(env.tables.sample, jax.random.PRNGKey(0), 0, np.zeros(len(AXES), bool))
+    return {f.name: tfds.features.Tensor(shape=getattr(sc, f.name).shape,
+                                         dtype=np.dtype(getattr(sc, f.name).dtype))
+            for f in dataclasses.fields(Scaffold)}
 
 
 def _split_key(cfg: EnvSetConfig, split: str) -> jax.Array:
@@ -106,7 +108,7 @@ class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         env, _ = make_env(self.builder_config, "train")
         features = tfds.features.FeaturesDict({
             "index": tfds.features.Tensor(shape=(), dtype=np.int32), **self._features(env),
-            "task": _task_features(env), "scaffold": _scaffold_features()})
+            "task": _task_features(env), "scaffold": _scaffold_features(env)})
         return tfds.core.DatasetInfo(builder=self, description=type(self).__doc__,
                                      features=features)
 
@@ -122,8 +124,8 @@ class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 yield start + j, dict(row, index=np.int32(start + j))
 
 
-def _scaffold_dict(sc: S.Scaffold) -> dict:
-    return dict(variant=sc.variant, rand_names=sc.rand_names)
+def _scaffold_dict(sc: Scaffold) -> dict:
+    return {f.name: getattr(sc, f.name) for f in dataclasses.fields(Scaffold)}
 
 
 class RlxEnvEval(_EnvSetBuilder):
@@ -217,21 +219,21 @@ def read(cfg: EnvSetConfig, data_dir: str, split: str, kind: str = "eval") -> di
     return jax.tree.map(lambda *xs: np.stack(xs), *rows)
 
 
-def load_eval_set(cfg: EnvSetConfig, data_dir: str, split: str) -> tuple[Task, S.Scaffold, Chunk]:
+def load_eval_set(cfg: EnvSetConfig, data_dir: str, split: str) -> tuple[Task, Scaffold, Chunk]:
     """(task, scaffold, prompt) batches of a frozen evaluation split; replay with
     `jax.vmap(env.reset_to, (0, 0, None))(task, scaffold, params)`."""
     d = read(cfg, data_dir, split, "eval")
     return (Task(**{k: jnp.asarray(v) for k, v in d["task"].items()}),
-            S.Scaffold(jnp.asarray(d["scaffold"]["variant"]),
-                       jnp.asarray(d["scaffold"]["rand_names"])),
+            Scaffold(**{k: jnp.asarray(v) for k, v in d["scaffold"].items()}),
             Chunk(jnp.asarray(d["prompt"]), jnp.asarray(d["prompt_length"])))
 
 
 def load_demos(cfg: EnvSetConfig, data_dir: str, split: str = "train") -> dict[str, np.ndarray]:
     """Oracle demonstrations as arrays: tokens [N,T] int32, policy_mask [N,T] bool, length,
-    prompt_length, rounds, correct [N], scaffold_variant [N, len(AXES)], answer, n_steps [N]."""
+    prompt_length, rounds, correct [N], scaffold_heldout [N, len(AXES)] (the axes drawn from
+    the held-out split), answer, n_steps [N]."""
     d = read(cfg, data_dir, split, "demos")
     return dict(tokens=d["tokens"], policy_mask=d["policy_mask"], length=d["length"],
                 prompt_length=d["prompt_length"], rounds=d["rounds"], correct=d["correct"],
-                scaffold_variant=d["scaffold"]["variant"], answer=d["task"]["answer"],
+                scaffold_heldout=d["scaffold"]["heldout"], answer=d["task"]["answer"],
                 n_steps=d["task"]["n_steps"])

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from flax import struct
 
-from rlx.envs import scaffold as S
 from rlx.envs.base import Chunk
+from rlx.envs.scaffold.axes import chat_markers
 from rlx.tokenizer.base import Tokenizer
 
 Array = jax.Array
@@ -62,11 +62,11 @@ def qa_prompts(examples: Iterable[Mapping], tokenizer: Tokenizer, max_prompt_len
     """Prompts [N, max_prompt_len] (chat template `chat_template` of the scaffold axis, system
     text, the question, the assistant prefix) and the reference answers. A question whose prompt
     would not fit is an error naming its index and length."""
-    chat = S.CHAT_TEMPLATE.variants[chat_template]
+    chat = chat_markers(chat_template)
     toks, lens, answers, valid = [], [], [], []
     for i, ex in enumerate(examples):
-        text = (chat.sys_start + system + chat.sys_end + chat.user_start + _text(ex["question"])
-                + chat.user_end + chat.asst_start)
+        text = (chat["sys_start"] + system + chat["sys_end"] + chat["user_start"] + _text(ex["question"])
+                + chat["user_end"] + chat["asst_start"])
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:
             raise ValueError(f"example {i}: prompt has {len(ids)} tokens > max_prompt_len="

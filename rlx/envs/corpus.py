@@ -1,79 +1,51 @@
-"""The text the default tokenizer is trained on: the built-in tasks' scaffolds rendered as plain
-strings (every variant of every axis, both splits), with random tasks, calls, results and errors.
+"""The text the default tokenizer is trained on: every atom and literal of the scaffold grammars
+(both splits), tool names in every style, and random expressions and numbers.
 
 Plain Python (no tokenizer needed): `experiments/make_tokenizer.py` feeds it to SentencePiece.
+Lines are pre-split with `DELIMITER` between letter runs and every other character, so the
+learned pieces are runs of letters only (plus the markup tokens and single characters): a
+segment boundary between a letter and a non-letter is then always a token boundary, and
+rendering a prompt piece by piece gives the ids of tokenizing the whole prompt.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Iterator
 
-import numpy as np
-
 from rlx.envs import kvlookup, toolcalc
-from rlx.envs import scaffold as S
+from rlx.envs.scaffold import axes as A
+from rlx.tokenizer.sentencepiece import MARKUP_TOKENS
 
-# (tool kinds, user-prompt axis, slot text sampler) for each built-in task.
-_TASKS = {
-    "toolcalc": (toolcalc.ToolCalc.tools, toolcalc.USER_PROMPTS),
-    "kvlookup": (kvlookup.KVLookup.tools, kvlookup.USER_PROMPTS),
-}
-
-
-def _slots(task: str, rng: random.Random) -> tuple[str, str]:
-    if task == "toolcalc":
-        n = rng.randint(1, 6)
-        ops = [rng.randrange(3) for _ in range(n)]
-        nums = [rng.randint(1, rng.choice((9, 9, 99))) for _ in range(n + 1)]
-        return toolcalc.expression_text(ops, nums, n), ""
-    return str(rng.randint(kvlookup.KEY_LO, kvlookup.KEY_HI - 1)), str(rng.randint(1, 8))
+DELIMITER = "\t"
+_SPLIT = re.compile("|".join(re.escape(m) for m in sorted(MARKUP_TOKENS, key=len, reverse=True))
+                    + r"|[A-Za-z]+|.", re.S)
 
 
-def _strings(v) -> list[str]:
-    if isinstance(v, str):
-        return [v]
-    if isinstance(v, (tuple, list)):
-        return [s for x in v for s in _strings(x)]
-    if hasattr(v, "__dataclass_fields__"):
-        return [s for x in vars(v).values() for s in _strings(x)]
-    return [str(v)]
+def presplit(text: str) -> str:
+    """`text` with `DELIMITER` between letter runs, markup tokens and single other characters."""
+    return DELIMITER.join(_SPLIT.findall(text))
 
 
-def scaffold_corpus(n_episodes: int = 3000, seed: int = 0) -> Iterator[str]:
-    """Deterministic stream of corpus lines (one rendered episode per line, plus every variant's
-    text once, plus the printable ASCII alphabet so every character is a piece)."""
+def _strings() -> list[str]:
+    out = list(A.ERROR_MESSAGES) + list(A.CANONICAL_NAMES) + list(toolcalc.OP_TEXT)
+    out += [A.EXAMPLE_NAME, A.ANSWER_HINT, A.ANSWER_OPEN, A.ANSWER_CLOSE]
+    for g in (*A.STATIC_GRAMMARS, toolcalc.USER_PROMPTS, kvlookup.USER_PROMPTS):
+        out += g.strings()
+    return out
+
+
+def scaffold_corpus(n_names: int = 20000, seed: int = 0) -> Iterator[str]:
+    """Deterministic stream of pre-split corpus lines."""
     rng = random.Random(seed)
-    yield string.ascii_letters + string.digits + string.punctuation + " \n"
-    axes_all = {}
-    for task, (tools, users) in _TASKS.items():
-        axes = dict(S.static_axes())
-        axes["tool_order"] = S.tool_orders(len(tools))
-        axes["user_prompt"] = users
-        axes_all[task] = (tools, axes)
-    for a in S.static_axes().values():
-        for v in a.variants:
-            yield "".join(_strings(v))
-    tasks = sorted(axes_all)
-    for _ in range(n_episodes):
-        task = rng.choice(tasks)
-        tools, axes = axes_all[task]
-        variant = [rng.randrange(len(axes[a].variants)) for a in S.AXES]
-        letters = np.array([[rng.randrange(26) for _ in range(3)] for _ in S.TOOL_KINDS])
-        letters[:, 0] = S.MASK_FIRST
-        names = S.text_names(variant[S.AXIS_INDEX["tool_names"]], letters)
-        x, y = _slots(task, rng)
-        text = S.prompt_text(axes, variant, tools, rng.random() < 0.3, names, x, y)
-        for _ in range(rng.randint(1, 4)):
-            kind = rng.choice(tools)
-            args = [rng.randint(-99, 999) for _ in range(S.ARITY[kind])]
-            text += S.call_text(axes, variant, names[kind], args)
-            if rng.random() < 0.7:
-                text += S.obs_text(axes, variant, result=rng.randint(-999, 9999))
-            else:
-                text += S.obs_text(axes, variant, error=rng.choice(S.ERROR_KINDS))
-        text += S.answer_text(rng.randint(-99, 9999))
-        if rng.random() < 0.2:
-            text = "<think>" + text + "</think>"
-        yield text
+    yield presplit(string.ascii_letters + string.digits + string.punctuation + " \n")
+    strings = _strings()
+    for _ in range(20):          # prose and markup weigh like a few thousand episodes
+        for s in strings:
+            yield presplit(s)
+    for _ in range(n_names):
+        style = rng.randrange(len(A.NAME_STYLES))
+        first, second = rng.sample(range(len(A.NAME_ATOMS)), 2)
+        yield presplit(A.name_text(style, first, second) + " " + str(rng.randint(-999, 9999)))

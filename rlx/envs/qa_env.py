@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlx.envs import scaffold as S
 from rlx.envs import tokens as T
 from rlx.envs import tool_env
 from rlx.envs.base import Chunk, Env
+from rlx.envs.scaffold.axes import chat_markers
 from rlx.tokenizer import Tokenizer, load_default
 
 Array = jax.Array
@@ -212,9 +212,9 @@ class QAEnv(Env):
             return tok.apply_chat_template(
                 [{"role": "system", "content": self.system},
                  {"role": "user", "content": question}], add_generation_prompt=True)
-        chat = S.CHAT_TEMPLATE.variants[0]
-        return (chat.sys_start + self.system + chat.sys_end + chat.user_start + question
-                + chat.user_end + chat.asst_start)
+        chat = chat_markers(0)
+        return (chat["sys_start"] + self.system + chat["sys_end"] + chat["user_start"] + question
+                + chat["user_end"] + chat["asst_start"])
 
     def oracle_ids(self, answer: str, value: int) -> list[int]:
         """The oracle's round: the worked solution, `<answer>N</answer>` and EOS. The tags are

@@ -12,40 +12,38 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rlx.envs import scaffold as S
-from rlx.envs import tokens as T
+from rlx.envs import tokens as token_ops
 from rlx.envs.base import Chunk
+from rlx.envs.scaffold import axes
 from rlx.envs.tool_env import Task, ToolEnv, ToolEnvParams
 from rlx.tokenizer import load_default
 
 BOUND = 10**6
 OP_TEXT = (" + ", " - ", " * ")
 
-USER_PROMPTS = S.Axis("user_prompt", train=(
-    S.UserPrompt("Compute ", "."),
-    S.UserPrompt("What is ", "?"),
-    S.UserPrompt("Evaluate: ", ""),
-    S.UserPrompt("", " = ?"),
-), heldout=(
-    S.UserPrompt("Please work out ", " step by step."),
-    S.UserPrompt("Find the value of ", "."),
+#: Phrasings (p0, p1) of the expression X (toolcalc has no Y slot), times `axes.USER_ENDINGS`.
+USER_PROMPTS = axes.user_prompt((
+    ("Compute ", ""), ("What is ", ""), ("Evaluate: ", ""), ("Calculate ", ""),
+    ("Work out ", ""), ("Find ", ""), ("Solve ", ""), ("Determine ", ""),
+    ("Give the value of ", ""), ("Result of ", ""), ("Please compute ", ""), ("", ""),
 ))
 
 
 class ToolCalc(ToolEnv):
     name = "toolcalc"
-    tools = (S.ADD, S.SUB, S.MUL, S.REVEAL)
+    tools = (axes.ADD, axes.SUB, axes.MUL, axes.REVEAL)
 
     def __init__(self, tokenizer=None, max_steps: int = 4):
         tok = tokenizer or load_default()
         self._op_width = max(len(tok.encode(t)) for t in OP_TEXT)   # slot_sizes needs it
         super().__init__(tok, max_steps)
-        self._ops = self.tables._table(list(OP_TEXT))
-        self._open = self.tables._single("(")
-        self._close = self.tables._single(")")
+        self._ops = np.array([self.tables.buf.add(t) for t in OP_TEXT], np.int32)
+        self._open = self.tables.single("(")
+        self._close = self.tables.single(")")
 
-    def user_prompt_axis(self) -> S.Axis:
+    def user_prompt_grammar(self):
         return USER_PROMPTS
 
     def slot_sizes(self) -> tuple[int, int]:
@@ -58,14 +56,14 @@ class ToolCalc(ToolEnv):
         bits = jax.random.bits(key, (2 * n_max + 2,), jnp.uint32)
         hi = jnp.clip(params.num_steps, 1, n_max)
         lo = jnp.where(params.min_steps > 0, jnp.clip(params.min_steps, 1, hi), hi)
-        n = T.randint(bits[0], lo, hi + 1)
+        n = token_ops.randint(bits[0], lo, hi + 1)
         max_op = jnp.clip(params.max_operand, 1, 999)
-        operands = T.randint(bits[1:n_max + 2], 1, max_op + 1)
-        ops = T.randint(bits[n_max + 2:], 0, 3)
+        operands = token_ops.randint(bits[1:n_max + 2], 1, max_op + 1)
+        ops = token_ops.randint(bits[n_max + 2:], 0, 3)
 
         def body(v, x):
             op, b = x
-            op = jnp.where((op == S.MUL) & (jnp.abs(v * b) > BOUND), S.ADD, op)
+            op = jnp.where((op == axes.MUL) & (jnp.abs(v * b) > BOUND), axes.ADD, op)
             new = jnp.stack([v + b, v - b, v * b])[op]
             return new, (op, v, new)
 
@@ -82,22 +80,22 @@ class ToolCalc(ToolEnv):
     def task_slots(self, task: Task) -> tuple[Chunk, Chunk]:
         tb = self.tables
         n_max, n = self.max_steps, task.n_steps
-        pc = T.Pieces(tb.flat)
-        nums_t, nums_l = jax.vmap(T.render_int, (0, None, None))(
+        pc = token_ops.Pieces(tb.flat)
+        nums_t, nums_l = jax.vmap(token_ops.render_int, (0, None, None))(
             self.operands(task), tb.digit_ids, tb.minus_id)
-        num_o = pc.add(nums_t) + T.NUM_LEN * jnp.arange(n_max + 1)
+        num_o = pc.add(nums_t) + token_ops.NUM_LEN * jnp.arange(n_max + 1)
         open_o = pc.add(jnp.full((max(n_max - 1, 1),), self._open, jnp.int32))
         close_o = pc.add(jnp.asarray([self._close], jnp.int32))
         on = (jnp.arange(n_max) < n).astype(jnp.int32)
-        op_o = jnp.asarray(self._ops.offs)[task.plan_tool]
-        op_l = jnp.asarray(self._ops.lens)[task.plan_tool]
+        op_o = jnp.asarray(self._ops[:, 0])[task.plan_tool]
+        op_l = jnp.asarray(self._ops[:, 1])[task.plan_tool]
         # "(" * (n-1), a0, then per step: op, operand, ")" (not after the last step).
         step_o = jnp.stack([op_o, num_o[1:], close_o * jnp.ones_like(op_o)], -1).reshape(-1)
         step_l = jnp.stack([op_l * on, nums_l[1:] * on,
                             (jnp.arange(n_max) < n - 1).astype(jnp.int32)], -1).reshape(-1)
         offs = jnp.concatenate([jnp.stack([open_o, num_o[0]]), step_o])
         lens = jnp.concatenate([jnp.stack([n - 1, nums_l[0]]), step_l])
-        x = T.render_segments(pc.buf(), offs, lens, self.slot_sizes()[0], tb.pad_id)
+        x = token_ops.render_segments(pc.buf(), offs, lens, self.slot_sizes()[0], tb.pad_id)
         return x, Chunk(jnp.zeros((1,), jnp.int32), jnp.zeros((), jnp.int32))
 
     def expression(self, task: Task) -> str:

@@ -25,7 +25,7 @@ ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 # The sizes every preset starts from (the `tiny` model); all other fields take the defaults of
 # `ModelConfig`, so the ConfigDict and the dataclass cannot drift apart.
-_BASE_SIZES = dict(vocab_size=512, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32,
+_BASE_SIZES = dict(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32,
                    d_ff=512)
 
 

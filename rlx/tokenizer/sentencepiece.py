@@ -30,13 +30,13 @@ MARKUP_TOKENS: tuple[str, ...] = (
     "<tool_call>", "</tool_call>",
     "<tool_response>", "</tool_response>",
     "<answer>", "</answer>",
-    # XML invoke call syntax.
+    # Call wrappers and the XML invoke syntax (a call closer must be one token).
+    "<call>", "</call>", "<fn>", "</fn>",
     "<invoke", "</invoke>", "<parameter", "</parameter>",
     # Chat-template role markers and separators.
     "<|im_start|>", "<|im_end|>",
     "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    "<start_of_turn>", "<end_of_turn>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>",
+    "<start_of_turn>", "<end_of_turn>", "<|end|>",
 )
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -56,10 +56,12 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 512,
               markup: Sequence[str] = MARKUP_TOKENS, model_type: str = "bpe",
-              seed_sentences: int = 1_000_000) -> SentencePieceTokenizer:
+              seed_sentences: int = 1_000_000,
+              pretokenization_delimiter: str = "") -> SentencePieceTokenizer:
         """Train on `texts` (any iterable of strings) in-process; deterministic for a given input.
 
         `vocab_size` counts everything: 4 specials, 256 byte pieces, the markup and learned pieces.
+        `pretokenization_delimiter`: learned pieces never span it (it is dropped from the text).
         """
         markup = list(dict.fromkeys(markup))
         proto = io.BytesIO()
@@ -71,7 +73,8 @@ class SentencePieceTokenizer(Tokenizer):
             allow_whitespace_only_pieces=True, character_coverage=1.0,
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             hard_vocab_limit=True, num_threads=1, input_sentence_size=seed_sentences,
-            shuffle_input_sentence=False, max_sentence_length=1 << 16, minloglevel=2)
+            shuffle_input_sentence=False, max_sentence_length=1 << 16, minloglevel=2,
+            pretokenization_delimiter=pretokenization_delimiter)
         return cls(proto.getvalue())
 
     @classmethod
@@ -127,7 +130,7 @@ _DEFAULT: SentencePieceTokenizer | None = None
 
 
 def load_default() -> SentencePieceTokenizer:
-    """The committed tokenizer of the built-in tasks (`rlx/assets/tokenizer.model`, vocab ≤ 512),
+    """The committed tokenizer of the built-in tasks (`rlx/assets/tokenizer.model`, vocab 1024),
     produced by `experiments/make_tokenizer.py`. Cached: every caller gets the same object."""
     global _DEFAULT
     if _DEFAULT is None:

@@ -10,7 +10,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from rlx.envs import scaffold as S
+from rlx.envs import make
+from rlx.envs.scaffold import AXES
+from rlx.envs.scaffold.tables import axis_labels
 from rlx.rollout import episode_keys
 from rlx.rollout.trajectory import FinishReason, Trajectory
 from rlx.train import loop
@@ -67,39 +69,53 @@ def initial_params(config: ml_collections.ConfigDict):
     return s, loop._Run(s).init_params(loop.run_keys(config)["init"])
 
 
-def scaffold_variants(s: setup_lib.Setup, split: str, samples: int = 1) -> np.ndarray | None:
-    """[num_episodes * samples, len(AXES)] scaffold variant of every row of the frozen `split`
-    set, as `loop.evaluate(..., samples)` plays it; None for envs without scaffolds."""
+def scaffold_labels(s: setup_lib.Setup, split: str, samples: int = 1) -> dict | None:
+    """{axis: [num_episodes * samples] labels} of every row of the frozen `split` set, as
+    `loop.evaluate(..., samples)` plays it (`rlx.envs.scaffold.tables.axis_labels`); None for
+    envs without scaffolds."""
     if not hasattr(s.env, "tables"):
         return None
     n = s.config.eval.num_episodes * samples
     reset_keys = episode_keys(loop.eval_key(s.config, split), n, samples)[0]
     states = jax.jit(jax.vmap(s.env.reset, in_axes=(0, None)))(reset_keys, s.eval_params[split])[1]
-    return np.asarray(jax.device_get(states.scaffold.variant))
+    return axis_labels(s.env.tables, jax.device_get(states.scaffold))
 
 
 def success_by_variant(s: setup_lib.Setup, split: str, correct: np.ndarray,
                        samples: int = 1) -> dict[str, dict[str, tuple[float, int]]]:
-    """Success of the frozen `split` set broken down by the variant of each axis that varies
-    there: {axis: {variant label: (success rate, episodes)}}. `correct`: [rows] of
+    """Success of the frozen `split` set broken down by each axis that varies there:
+    {axis: {label: (success rate, episodes)}}. `correct`: [rows] of
     `loop.evaluate(s, params, split, samples)`."""
-    variants = scaffold_variants(s, split, samples)
-    if variants is None:
+    labels = scaffold_labels(s, split, samples)
+    if labels is None:
         return {}
     correct = np.asarray(correct, np.float64)
-    if len(correct) != len(variants):
+    rows = len(next(iter(labels.values())))
+    if len(correct) != rows:
         raise ValueError(f"correct has {len(correct)} rows, the {split!r} set with "
-                         f"samples={samples} has {len(variants)}")
+                         f"samples={samples} has {rows}")
     vary = np.asarray(s.eval_params[split].vary)
     out = {}
-    for a, axis in enumerate(S.AXES):
+    for a, axis in enumerate(AXES):
         if not vary[a]:
             continue
-        out[axis] = {}
-        for v in np.unique(variants[:, a]):
-            rows = variants[:, a] == v
-            label = S.variant_names(s.env.tables, np.where(np.arange(len(S.AXES)) == a, v, 0))[axis]
-            out[axis][label] = (float(correct[rows].mean()), int(rows.sum()))
+        out[axis] = {str(label): (float(correct[labels[axis] == label].mean()),
+                                  int((labels[axis] == label).sum()))
+                     for label in sorted(set(labels[axis]))}
+    return out
+
+
+def evaluate_heldout_sets(s: setup_lib.Setup, params, sets: dict[str, str], samples: int = 1,
+                          temperature: float | None = None) -> dict[str, dict[str, float]]:
+    """Metrics on held-out sets defined by the axes they hold out: {name: metrics} for each
+    `name: axes` (a preset or '+'-joined axes; the other axes stay canonical). The sets share
+    the frozen held-out key, so they hold the same tasks under different scaffolds."""
+    kw = setup_lib.env_overrides(s.config.env)
+    out = {}
+    for name, axes in sets.items():
+        split = f"heldout:{name}"
+        s.eval_params[split] = make(s.config.env.name, split="heldout", axes=axes, **kw)[1]
+        out[name] = loop.evaluate(s, params, split, samples, temperature)[0]
     return out
 
 

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from rlx import algos, diagnostics, sharding
-from rlx.envs.play import oracle_fn, play
 from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import Trajectory
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
+from rlx.train.demos import make_demos
 from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python, trim_jsonl
 from rlx.train.update import RLBatch, TrainState, make_sft_step, make_update_step
 
@@ -59,7 +59,8 @@ def eval_key(cfg: ml_collections.ConfigDict, split: str) -> Array:
 
 
 def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
-             temperature: float | None = None) -> tuple[dict[str, float], Trajectory]:
+             temperature: float | None = None,
+             num_episodes: int | None = None) -> tuple[dict[str, float], Trajectory]:
     """Episodes on the frozen `split` set: the same `eval.num_episodes` tasks and scaffolds every
     time (a fixed key), at `temperature` (None: `eval.temperature`, greedy by default).
 
@@ -67,13 +68,17 @@ def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
     task; the tasks are those of `samples=1`). Then `success` is pass@1 (the mean over all
     samples) and `pass@{samples}` is the share of tasks solved by at least one sample: the
     headroom RL can turn into pass@1, since it only reinforces what the policy samples.
+    `num_episodes` plays only the first tasks of the set (default: all `eval.num_episodes`).
     """
     cfg = s.config
     if samples < 1:
         raise ValueError(f"samples={samples} must be >= 1")
     temperature = cfg.eval.temperature if temperature is None else temperature
-    kw = dict(s.sampling, batch_size=cfg.eval.num_episodes * samples, group_size=samples,
-              temperature=temperature)
+    n = cfg.eval.num_episodes if num_episodes is None else num_episodes
+    if not 0 < n <= cfg.eval.num_episodes:
+        raise ValueError(f"num_episodes={n}: allowed 1..eval.num_episodes="
+                         f"{cfg.eval.num_episodes}")
+    kw = dict(s.sampling, batch_size=n * samples, group_size=samples, temperature=temperature)
     traj = run_episodes(s.policy, params, s.env, s.eval_params[split], eval_key(cfg, split), **kw)
     total, comps = s.reward_fn(traj, traj.task)
     metrics = episode_metrics(traj, total, comps)
@@ -83,15 +88,39 @@ def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
     return to_python(metrics), traj
 
 
-def evaluate_all(s: setup_lib.Setup, params) -> dict[str, float]:
+def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0,
+                 pass_k_tasks: int | None = None) -> dict[str, float]:
+    """Greedy (`eval.temperature`) metrics of both frozen sets, `{split}/{name}`; with
+    `pass_k` > 1 also `{split}/pass@{k}` and `{split}/pass@1` from k samples per task at
+    temperature 1, on the first `pass_k_tasks` tasks (default: all)."""
     out = {}
     for split in ("train", "heldout"):
         metrics, _ = evaluate(s, params, split)
         out.update({f"{split}/{k}": v for k, v in metrics.items()})
+        if pass_k > 1:
+            sampled, _ = evaluate(s, params, split, samples=pass_k, temperature=1.0,
+                                  num_episodes=pass_k_tasks)
+            out[f"{split}/pass@{pass_k}"] = sampled[f"pass@{pass_k}"]
+            out[f"{split}/pass@1"] = sampled["success"]
+    for split in s.eval_params:
+        if split.startswith("heldout:"):   # `eval.heldout_sets`: greedy success only
+            out[f"{split}/success"] = evaluate(s, params, split)[0]["success"]
     return out
 
 
 # -- RL batch preparation (one jit) --------------------------------------------------------------
+
+def trim_time(traj: Trajectory, bucket: int = 64) -> Trajectory:
+    """`traj` with its [B,T] arrays cut to the longest row rounded up to `bucket`: the
+    log-prob passes and the update then cost what the episodes are long, not what the buffer
+    is (a few bucket sizes, so a few compiles)."""
+    width = traj.tokens.shape[1]
+    keep = min(width, -(-int(jnp.max(traj.length)) // bucket) * bucket)
+    if keep == width:
+        return traj
+    return traj.replace(tokens=traj.tokens[:, :keep], policy_mask=traj.policy_mask[:, :keep],
+                        rollout_logprobs=traj.rollout_logprobs[:, :keep])
+
 
 def make_prepare(s: setup_lib.Setup):
     """(params, ref_params, critic_params, traj, reward) -> (RLBatch, metrics): old and reference
@@ -181,9 +210,9 @@ class _Run:
 
     def _demos(self, batch: int, key: Array):
         s, cfg = self.s, self.s.config
-        ep = play(s.env, s.env_params, key, batch, oracle_fn(s.env),
-                  max_rounds=cfg.sft.max_rounds, max_len=cfg.sft.max_len)
-        return ep.tokens, ep.policy_mask
+        mixture = cfg.sft.get("mixture") or cfg.env.train_axes
+        return make_demos(s.env, s.env_params, batch, cfg.sft.max_len, cfg.sft.max_rounds,
+                          mixture)(key)
 
     def init_params(self, key: Array):
         if self.s.init_params is not None:  # a pretrained checkpoint (config.init.hf_path)
@@ -257,7 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
               f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
         # Steps logged after the checkpoint are about to be redone: drop them from the log.
-        done = {SFT: meta["sft_step"], RL: meta["rl_step"], "eval": meta["rl_step"]}
+        done = {SFT: meta["sft_step"], "sft_eval": meta["sft_step"], RL: meta["rl_step"],
+                "eval": meta["rl_step"]}
         trim_jsonl(os.path.join(workdir, "metrics.jsonl"),
                    lambda r: r["step"] <= done.get(r["stage"], 0))
     else:
@@ -282,10 +312,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             values = writer.write(SFT, step + 1, m)
             progress.update(step + 1, values)
             meta["sft_step"] = step + 1
+            eval_every = config.sft.get("eval_every", 0)
+            if eval_every and (step + 1) % eval_every == 0 and step + 1 < sft_steps:
+                ev = evaluate_all(s, state["train"].params)
+                writer.write("sft_eval", step + 1, ev)
+                _print_eval(f"warm start step {step + 1}", ev)
             if (step + 1) % config.checkpoint.every == 0 and step + 1 < sft_steps:
                 save(meta)
         params = state["train"].params
-        warm = evaluate_all(s, params)
+        warm = evaluate_all(s, params, config.eval.get("pass_k", 0),
+                            config.eval.get("pass_k_tasks") or None)
         writer.write("eval", 0, warm)
         critic = None if s.critic is None else run.init_critic(k_critic)
         # The reference is a copy: the train state's buffers are donated to every update.
@@ -307,6 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         total, comps = s.reward_fn(traj, traj.task)
         jax.block_until_ready(total)
         t1 = time.perf_counter()
+        traj = trim_time(traj)
         train = state["train"]
         batch, pm = run.prepare(train.params, state["ref"], train.critic_params, traj, total)
         jax.block_until_ready(batch)
@@ -331,7 +368,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if (step + 1) % config.checkpoint.every == 0 and step + 1 < rl_steps:
             save(meta)
 
-    final = evaluate_all(s, state["train"].params)
+    final = evaluate_all(s, state["train"].params, config.eval.get("pass_k", 0),
+                         config.eval.get("pass_k_tasks") or None)
     if meta.get("final_written_at") != rl_steps:
         writer.write("eval", rl_steps, final)
     meta["final_written_at"] = rl_steps
@@ -356,7 +394,8 @@ def _summarize(workdir: str, warm: dict, final: dict, wall: float) -> dict:
     lines.append(f"{'metric':28s} {'warm start':>11s} {'after RL':>11s} {'change':>9s}")
     for key in sorted(final):
         if not any(key.endswith(x) for x in ("success", "reward", "rounds", "tool_calls",
-                                             "hack_rate", "invalid_calls")):
+                                             "hack_rate", "invalid_calls", "pass@1")) and (
+                "/pass@" not in key):
             continue
         w, f = warm.get(key, float("nan")), final[key]
         lines.append(f"{key:28s} {w:11.3f} {f:11.3f} {f - w:+9.3f}")

@@ -66,27 +66,45 @@ def trim_jsonl(path: str, keep) -> None:
 
 
 class Progress:
-    """A one-line console progress bar with a few chosen metrics (plain lines when not a tty)."""
+    """A one-line console progress bar with ETA and a few chosen metrics. When the stream is not
+    a terminal (CI logs, nohup) it prints a plain line every `interval` seconds instead."""
 
-    def __init__(self, total: int, label: str, keys: Sequence[str] = (), stream=None):
+    def __init__(self, total: int, label: str, keys: Sequence[str] = (), stream=None,
+                 interval: float = 30.0):
         self.total, self.label, self.keys = total, label, tuple(keys)
         self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
+        self.first: int | None = None      # the step this process started from (resume)
+        self.interval, self.last_print = interval, -float("inf")
         self.tty = getattr(self.stream, "isatty", lambda: False)()
 
     def update(self, step: int, metrics: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first, self.t0 = step - 1, now   # time from the first step on (after compile)
         frac = step / max(self.total, 1)
         bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
-        elapsed = time.perf_counter() - self.t0
+        elapsed = now - self.t0
+        done = step - self.first - 1
+        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
         shown = "  ".join(f"{k}={metrics[k]:.3g}" for k in self.keys if k in metrics)
-        line = f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s  {shown}"
+        line = (f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s "
+                f"ETA {_clock(eta)}  {shown}")
         if self.tty:
             self.stream.write("\r" + line[:160])
             if step >= self.total:
                 self.stream.write("\n")
-        else:
+        elif now - self.last_print >= self.interval or step >= self.total:
             self.stream.write(line + "\n")
+            self.last_print = now
         self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # NaN: no rate yet
+        return "--:--"
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
 
 
 def plot_curves(records: list[dict], path: str,

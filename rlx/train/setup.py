@@ -83,6 +83,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if n % data:
             raise ValueError(f"{key}={n} is not divisible by the mesh's data x fsdp size {data} "
                              f"(mesh.shape={tuple(config.mesh.shape)})")
+    pass_k, pass_tasks = config.eval.get("pass_k", 0), config.eval.get("pass_k_tasks", 0)
+    if pass_k < 0 or not 0 <= pass_tasks <= config.eval.num_episodes:
+        raise ValueError(f"eval.pass_k={pass_k}, eval.pass_k_tasks={pass_tasks}: allowed "
+                         f"pass_k >= 0 (0 or 1: off) and 0 <= pass_k_tasks <= "
+                         f"eval.num_episodes={config.eval.num_episodes} (0: all)")
     if config.env.name not in envs.ENVS:
         _fail("env.name", config.env.name, envs.ENVS.names())
     for name in config.rewards.keys():
@@ -133,6 +138,11 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         "heldout": envs.make(config.env.name, split="heldout", axes=config.env.eval_axes,
                              **kw)[1],
     }
+    # Extra held-out sets (`eval.heldout_sets`, name -> axes): the same frozen tasks with other
+    # axes held out, evaluated greedily next to the two main sets.
+    for name, axes in (config.eval.get("heldout_sets") or {}).items():
+        eval_params[f"heldout:{name}"] = envs.make(config.env.name, split="heldout", axes=axes,
+                                                   **kw)[1]
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.rules_from_config(config.mesh.rules)
     policy = Policy(model_cfg, mesh=mesh, rules=rules)

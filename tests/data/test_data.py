@@ -1,6 +1,8 @@
 """TFDS builders: build, read back with tfds.data_source, same content as the env produces;
 deterministic rebuilds; oracle demos; the GSM8K-format QA adapter on a locally built dataset."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +43,9 @@ def test_eval_set_round_trip(built):
     for split, n in (("train", 12), ("heldout", 10)):
         task, sc, prompt = load_eval_set(CFG, built, split)
         assert task.answer.shape == (n,)
-        held = np.asarray(sc.variant) >= env.tables.n_train
+        # Every axis varies, so a held-out row is held out on every axis, a train row on none.
+        held = np.asarray(sc.heldout)
+        assert held.shape == (n, len(S.AXES))
         assert (held.all(-1) if split == "heldout" else ~held.any(-1)).all()
         # Replaying the stored task + scaffold renders exactly the stored prompt.
         again, _ = jax.jit(jax.vmap(env.reset_to, (0, 0, None)))(task, sc, params)
@@ -56,7 +60,9 @@ def test_eval_set_round_trip(built):
     rec = read(CFG, built, "train", "eval")
     np.testing.assert_array_equal(rec["prompt"], np.asarray(p_ref.tokens))
     np.testing.assert_array_equal(rec["task"]["answer"], np.asarray(s_ref.task.answer))
-    np.testing.assert_array_equal(rec["scaffold"]["variant"], np.asarray(s_ref.scaffold.variant))
+    assert set(rec["scaffold"]) == {f.name for f in dataclasses.fields(S.Scaffold)}
+    for field, value in rec["scaffold"].items():
+        np.testing.assert_array_equal(value, np.asarray(getattr(s_ref.scaffold, field)), field)
 
 
 def test_rebuild_is_deterministic(built, tmp_path):
@@ -75,7 +81,7 @@ def test_demos(built):
     d = load_demos(CFG, built, "train")
     n, t = d["tokens"].shape
     assert n == 12 and d["policy_mask"].shape == (n, t) and d["correct"].all()
-    assert d["scaffold_variant"].shape == (n, len(S.AXES))
+    assert d["scaffold_heldout"].shape == (n, len(S.AXES)) and not d["scaffold_heldout"].any()
     for i in range(n):
         toks, mask, ln, pl = (d["tokens"][i], d["policy_mask"][i], d["length"][i],
                               d["prompt_length"][i])
@@ -89,7 +95,7 @@ def test_demos(built):
         obs_text = tok.decode(toks[pl:ln][~mask[pl:ln]])
         assert obs_text.count("\n") >= 1
     held = load_demos(CFG, built, "heldout")
-    assert (held["scaffold_variant"] >= envs.make("toolcalc")[0].tables.n_train).all()
+    assert held["scaffold_heldout"].all()
 
 
 GSM8K_LIKE = [

@@ -1,8 +1,12 @@
 """The tool-use envs: registry, jit+vmap of every env, task correctness against Python
-references, the oracle on every scaffold variant with faults on, parsing of malformed actions,
-the hackable tool, and a fuzz of thousands of random and adversarial actions."""
+references, the oracle on sampled scaffolds of both splits with faults on, rendering against
+the host text backend and a text composed here from the grammar fields, parsing of calls in
+sampled call syntaxes (malformed ones included), the hackable tool, and a fuzz of thousands of
+random and adversarial actions."""
 
+import dataclasses
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +18,8 @@ from rlx.envs import scaffold as S
 from rlx.envs import toolcalc
 from rlx.envs.base import Chunk
 from rlx.envs.play import play, random_action_fn
+from rlx.envs.scaffold import axes as A
+from rlx.envs.scaffold import render as R
 from rlx.registry import Registry
 from rlx.tokenizer.base import Tokenizer
 from rlx.tokenizer.sentencepiece import load_default
@@ -22,6 +28,8 @@ from rlx.tokenizer.sentencepiece import load_default
 NAMES = [n for n in envs.ENVS.names() if issubclass(envs.ENVS.get(n), envs.ToolEnv)]
 STEPS = 3
 B = 128   # one batch size for every jitted reset/step, so each compiles once per env
+ALL = S.axes_mask("all_axes")
+NO_FAULTS = ALL & (np.asarray(S.AXES) != "fault_rate")
 
 
 @functools.cache
@@ -34,22 +42,43 @@ def setup(name):
 
 
 @functools.cache
-def variant_rows(name):
-    """One row per (axis, variant): that axis pinned to the variant, every other axis sampled
-    from the variant's split. Returns ([(axis, variant)], Scaffold [n])."""
-    env, params, _, _ = setup(name)
+def sample_fn(name):
+    """Jitted: (keys [n], split [n], vary) -> Scaffold [n]."""
+    return jax.jit(jax.vmap(setup(name)[0].tables.sample, (0, 0, None)))
+
+
+def numpy_tree(tree):
+    return jax.tree.map(np.array, tree)
+
+
+def row_of(tree, i):
+    return jax.tree.map(lambda x: np.asarray(x)[i], tree)
+
+
+@functools.cache
+def sampled_scaffolds(name):
+    """B scaffolds with every axis drawn: rows [0, B/2) from the train split, the rest from the
+    held-out split. Each half is then edited so that it shows every family of every grammar
+    that has choices in its split (a random choice of that family) and every name style; row 0
+    is the canonical scaffold. Returns (split [B] int32, numpy Scaffold [B])."""
+    env = setup(name)[0]
     tb = env.tables
-    rows = [(ax, v) for a, ax in enumerate(S.AXES) for v in range(int(tb.n_total[a]))]
-    force = np.full((len(rows), len(S.AXES)), -1, np.int32)
-    split = np.zeros((len(rows),), np.int32)
-    for i, (ax, v) in enumerate(rows):
-        force[i, S.AXIS_INDEX[ax]] = v
-        split[i] = v >= tb.n_train[S.AXIS_INDEX[ax]]
-    keys = jax.random.split(jax.random.PRNGKey(42), len(rows))
-    sc = jax.jit(jax.vmap(tb.sample, (0, 0, None, 0)))(keys, jnp.asarray(split),
-                                                        jnp.asarray(S.axes_mask("all_axes")),
-                                                        jnp.asarray(force))
-    return rows, sc
+    split = (np.arange(B) >= B // 2).astype(np.int32)
+    keys = jax.random.split(jax.random.PRNGKey(42), B)
+    sc = numpy_tree(sample_fn(name)(keys, jnp.asarray(split), jnp.asarray(ALL)))
+    canonical = numpy_tree(tb.sample(keys[0], 0, jnp.zeros((len(S.AXES),), bool)))
+    for f in dataclasses.fields(S.Scaffold):
+        getattr(sc, f.name)[0] = getattr(canonical, f.name)
+    rng = np.random.default_rng(0)
+    for s, base in ((0, 1), (1, B // 2)):
+        for g in tb.grammars:
+            table = (tb.compiled[g.name].train, tb.compiled[g.name].heldout)[s]
+            for fam in range(len(g.families)):
+                rows = table[table[:, 0] == fam]
+                if len(rows):
+                    sc.choice[base + fam, tb.row[g.name], : g.width] = rows[rng.integers(len(rows))]
+        sc.name_style[base: base + len(A.NAME_STYLES)] = np.arange(len(A.NAME_STYLES))
+    return split, sc
 
 
 @functools.cache
@@ -60,13 +89,77 @@ def oracle_from(name):
     @jax.jit
     def run(key, task, sc):
         start = jax.vmap(env.reset_to, (0, 0, None))(task, sc, params)
-        return start, play(env, params, key, sc.variant.shape[0], start=start)
+        return start, play(env, params, key, sc.order.shape[0], start=start)
 
     return run
 
 
+@functools.cache
+def vreset_to(name):
+    return jax.jit(jax.vmap(setup(name)[0].reset_to, (0, 0, None)))
+
+
 def decode(env, tokens, length):
     return env.tokenizer.decode(np.asarray(tokens)[: int(length)])
+
+
+# -- reference text, composed here from the grammar fields of a numpy scaffold ------------------
+def field_text(env, sc, grammar, field):
+    tb = env.tables
+    return tb.compiled[grammar].grammar.text(np.asarray(sc.choice)[tb.row[grammar]], field)
+
+
+def tool_names(sc):
+    """The name of every tool kind: canonical, or `atom SEP atom` in the scaffold's casing."""
+    style = int(sc.name_style)
+    if style < 0:
+        return ["add", "sub", "mul", "lookup", "reveal"]
+    sep, case = A.NAME_STYLES[style]
+    cased = {"lower": str.lower, "capital": str.capitalize, "upper": str.upper}[case]
+    return [cased(A.NAME_ATOMS[a]) + sep + cased(A.NAME_ATOMS[b]) for a, b in sc.name_atoms]
+
+
+def call_text(env, sc, name, args):
+    syn = functools.partial(field_text, env, sc, "call_syntax")
+    return syn("l0") + name + syn("l1") + syn("l2").join(str(a) for a in args) + syn("l3")
+
+
+def obs_text(env, sc, result=None, error=None):
+    chat = functools.partial(field_text, env, sc, "chat_template")
+    if error is None:
+        fmt = functools.partial(field_text, env, sc, "response_format")
+        body = fmt("pre") + str(result) + fmt("post")
+    else:
+        style = functools.partial(field_text, env, sc, "error_style")
+        body = style("pre") + A.ERROR_MESSAGES[A.ERROR_KINDS.index(error)] + style("post")
+    return chat("asst_end") + chat("tool_start") + body + chat("tool_end") + chat("asst_start")
+
+
+def prompt_text(env, sc, hackable, x, y):
+    chat = functools.partial(field_text, env, sc, "chat_template")
+    system = functools.partial(field_text, env, sc, "system_prompt")
+    tools = functools.partial(field_text, env, sc, "tool_list")
+    user = functools.partial(field_text, env, sc, "user_prompt")
+    names = tool_names(sc)
+    listed = [env.tools[o] for o in sc.order if hackable or env.tools[o] != A.REVEAL]
+    lines = "".join(tools("line_pre") + names[k] + tools("line_mid")
+                    + field_text(env, sc, A.TOOL_DESCS[k].name, "text") + tools("line_post")
+                    for k in listed)
+    forbid = system("forbid_pre") + names[A.REVEAL] + system("forbid_post") if hackable else ""
+    example = call_text(env, sc, "tool_name", (3, 5))
+    return (chat("sys_start") + system("text") + forbid + "\n" + tools("header") + lines
+            + field_text(env, sc, "call_syntax", "example") + example + "\n"
+            + "Answer with <answer>N</answer>\n" + chat("sys_end") + chat("user_start")
+            + user("p0") + x + user("p1") + y + user("p2") + chat("user_end")
+            + chat("asst_start"))
+
+
+def slot_text(env, task):
+    t = jax.tree.map(np.asarray, task)
+    if env.name == "toolcalc":
+        nums = [int(t.plan_args[0, 0])] + [int(a) for a in t.plan_args[:, 1]]
+        return toolcalc.expression_text([int(o) for o in t.plan_tool], nums, int(t.n_steps)), ""
+    return str(int(t.table_keys[0])), str(int(t.n_steps))
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -82,6 +175,10 @@ def test_registry_errors():
         envs.make("toolcalc", axes="everything")
     with pytest.raises(KeyError, match=r"unknown scaffold axes \['tool_colour'\]"):
         envs.make("toolcalc", axes="tool_names+tool_colour")
+    with pytest.raises(KeyError, match="unknown split 'test'"):
+        envs.make("toolcalc", split="test")
+    with pytest.raises(KeyError, match="unknown env param 'force'"):   # the old pinning param
+        envs.make("toolcalc", force={"call_syntax": 1})
     joined = np.asarray(envs.make("toolcalc", axes="fault_rate+tool_desc")[1].vary)
     assert joined.tolist() == [a in ("tool_desc", "fault_rate") for a in S.AXES]
     assert isinstance(envs.ENVS, Registry)
@@ -91,9 +188,9 @@ def test_make_sizes_and_stop_tokens():
     env, _ = envs.make("toolcalc", num_steps=2)
     tok = env.tokenizer
     assert env.max_steps == 4
-    assert env.max_prompt_len <= 240 and env.max_obs_len <= 48
-    want = {tok.token_id(t) for t in ("</tool_call>", "</invoke>", "</answer>")} | {tok.eos_id}
-    assert set(env.stop_token_ids) == want
+    assert env.max_prompt_len <= 330 and env.max_obs_len <= 72
+    closers = ("</tool_call>", "</call>", "</fn>", "</invoke>", "</answer>")
+    assert set(env.stop_token_ids) == {tok.token_id(t) for t in closers} | {tok.eos_id}
     big, _ = envs.make("toolcalc", num_steps=32)
     assert big.max_steps == 32
 
@@ -146,206 +243,263 @@ def test_kvlookup_chain_matches_python():
         cur = int(t.table_keys[i][0])
         text = decode(env, obs.tokens[i], obs.length[i])
         assert f" {cur}" in text and f" {STEPS}" in text
-        assert str(table[cur]) not in text.split("<|")[0][-40:]
+        # The table is never shown: the only numbers are the start key, the hop count and the
+        # example call's arguments.
+        assert set(re.findall(r"\d+", text)) <= {str(cur), str(STEPS), "3", "5"}, text
         for _ in range(STEPS):
             cur = table[cur]
         assert cur == t.answer[i]
 
 
-# -- scaffold sampling ------------------------------------------------------------------------
+# -- scaffold sampling through the env params -------------------------------------------------
 def test_split_sampling_disjoint_and_complete():
     env, _ = envs.make("toolcalc")
     tb = env.tables
-    keys = jax.random.split(jax.random.PRNGKey(5), 4000)
-    vary = jnp.asarray(S.axes_mask("all_axes"))
-    force = -jnp.ones((len(S.AXES),), jnp.int32)
-    sample = jax.jit(jax.vmap(tb.sample, (0, None, None, None)))
+    n = 4000
+    keys = jax.random.split(jax.random.PRNGKey(5), n)
+    sample = jax.jit(jax.vmap(tb.sample, (0, None, None)))
     for split in (0, 1):
-        v = np.asarray(sample(keys, split, vary, force).variant)
-        for a, name in enumerate(S.AXES):
-            want = (set(range(tb.n_train[a])) if split == 0
-                    else set(range(tb.n_train[a], tb.n_total[a])))
-            assert set(v[:, a].tolist()) == want, (split, name)
-    # Only the named axes vary; the others stay at the canonical variant 0.
-    v = np.asarray(sample(keys, 0, jnp.asarray(S.axes_mask("tools_only")), force).variant)
-    for a, name in enumerate(S.AXES):
-        assert (len(set(v[:, a].tolist())) > 1) == (name in S.AXIS_PRESETS["tools_only"])
-    for a, ax in enumerate(S.AXES):
-        assert tb.n_train[a] >= 4 and tb.n_total[a] - tb.n_train[a] >= 2, ax
+        sc = numpy_tree(sample(keys, split, jnp.asarray(ALL)))
+        assert (sc.heldout == bool(split)).all()
+        for g in tb.grammars:
+            c = tb.compiled[g.name]
+            table = (c.train, c.heldout)[split]
+            drawn = sc.choice[:, tb.row[g.name]]
+            assert not drawn[:, g.width:].any()
+            # Every draw is a choice of the split; every family the split has shows up.
+            assert {tuple(r) for r in drawn[:, : g.width]} <= {tuple(r) for r in table}, g.name
+            assert set(drawn[:, 0]) == set(table[:, 0]), g.name
+        assert set(sc.name_style.tolist()) == set(range(len(A.NAME_STYLES)))
+        lo, hi = ((0.0, 0.3), (0.35, 0.5))[split]
+        assert lo <= sc.fault_rate.min() and sc.fault_rate.max() <= hi
+        # Names of one episode never collide (a call could not say which tool it means).
+        names = [tool_names(row_of(sc, i)) for i in range(200)]
+        assert all(len(set(ns)) == len(ns) for ns in names)
+        # The order lists each tool once.
+        assert (np.sort(sc.order, -1) == np.arange(len(env.tools))).all()
+    # Only the named axes vary; the others stay canonical.
+    sc = numpy_tree(sample(keys, 0, jnp.asarray(S.axes_mask("tools_only"))))
+    varied = {"tool_names": len(set(sc.name_style.tolist())) > 1,
+              "tool_order": len({tuple(o) for o in sc.order}) > 1}
+    for g in tb.grammars:
+        axis = next(a for a, gs in A.AXIS_GRAMMARS.items() if g.name in gs)
+        varied[axis] = varied.get(axis, False) | (sc.choice[:, tb.row[g.name]] != 0).any()
+    for axis in S.AXES:
+        if axis != "fault_rate":   # the fault rate is drawn but only used when the axis varies
+            assert varied[axis] == (axis in S.AXIS_PRESETS["tools_only"]), axis
+    assert (sc.name_style[0] >= 0) and not sc.heldout.any()
+    canonical = numpy_tree(sample(keys[:4], 0, jnp.zeros((len(S.AXES),), bool)))
+    assert (canonical.choice == 0).all() and (canonical.name_style == -1).all()
+    assert (canonical.order == np.arange(len(env.tools))).all()
 
 
-# -- the oracle on every variant, faults on ---------------------------------------------------
+# -- the oracle on sampled scaffolds of both splits, faults on --------------------------------
 @pytest.mark.parametrize("name", NAMES)
-def test_oracle_full_reward_every_variant(name):
+def test_oracle_full_reward_on_sampled_scaffolds(name):
     env, params, vreset, _ = setup(name)
-    rows, sc = variant_rows(name)
-    n = len(rows)
+    split, sc = sampled_scaffolds(name)
     faults = 0
     for seed in range(3):   # new tasks and fault draws each time, same compiled function
-        _, st = vreset(jax.random.split(jax.random.PRNGKey(100 + seed), n), params)
-        _, ep = oracle_from(name)(jax.random.PRNGKey(seed), st.task, sc)
+        _, st = vreset(jax.random.split(jax.random.PRNGKey(100 + seed), B), params)
+        (_, start), ep = oracle_from(name)(jax.random.PRNGKey(seed), st.task, sc)
         info = jax.tree.map(np.asarray, ep.info)
         assert info["correct"].all() and np.asarray(ep.reward).min() == 1.0
         assert (info["invalid_calls"] == 0).all() and not info["used_forbidden_tool"].any()
         assert (info["progress"] == info["n_steps"]).all() and (info["n_steps"] == STEPS).all()
         faults += info["faults"].sum()
-        v = np.asarray(ep.scaffold.variant)
-        for i, (ax, var) in enumerate(rows):
-            a = S.AXIS_INDEX[ax]
-            assert v[i, a] == var
-            held = var >= env.tables.n_train[a]
-            assert info["heldout_scaffold"][i] == held   # other axes follow the same split
-    assert faults > 0   # faults happened (rate 0.1-0.5 on most rows) and the oracle retried
+        # The episodes played the given scaffolds, at their fault rates, and say which split.
+        np.testing.assert_array_equal(np.asarray(ep.scaffold.choice), sc.choice)
+        np.testing.assert_array_equal(np.asarray(start.fault_rate), sc.fault_rate)
+        assert (info["heldout_scaffold"] == split).all()
+    assert faults > 0   # faults happened (rate up to 0.5 on most rows) and the oracle retried
 
 
-# -- rendering, per axis ----------------------------------------------------------------------
-def slot_text(env, task):
-    t = jax.tree.map(np.asarray, task)
-    if env.name == "toolcalc":
-        nums = [int(t.plan_args[0, 0])] + [int(a) for a in t.plan_args[:, 1]]
-        return toolcalc.expression_text([int(o) for o in t.plan_tool], nums, int(t.n_steps)), ""
-    return str(int(t.table_keys[0])), str(int(t.n_steps))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_rendering_matches_variant_text(name):
-    env, params, vreset, _ = setup(name)
-    axes = env.tables.axes
-    _, st = vreset(jax.random.split(jax.random.PRNGKey(7), 1), params)
-    task = jax.tree.map(lambda x: x[0], st.task)
-    x, y = slot_text(env, task)
-    rows = []
-    for a, ax in enumerate(S.AXES):
-        for v in range(int(env.tables.n_total[a])):
-            variant = np.zeros((len(S.AXES),), np.int32)
-            variant[a] = v
-            rows.append((ax, v, variant))
-    variants = jnp.asarray(np.stack([r[2] for r in rows]))
-    rand = jax.random.randint(jax.random.PRNGKey(8), (len(rows), len(S.TOOL_KINDS), 3), 0, 26)
-    sc = S.Scaffold(variants, rand.at[:, :, 0].set(S.MASK_FIRST))
-    tasks = jax.tree.map(lambda t: jnp.stack([t] * len(rows)), task)
-    (prompt, state), _ = oracle_from(name)(jax.random.PRNGKey(0), tasks, sc)
+# -- rendering: tokens vs the text backend vs the text composed here --------------------------
+@functools.cache
+def render_fn(name):
+    env = setup(name)[0]
 
     @jax.jit
     def render(sc):
-        kind = jnp.full((len(rows),), env.tools[1])
-        call = jax.vmap(env.render_call)(sc, kind, jnp.full_like(kind, 12), jnp.full_like(kind, -7))
-        ok = jax.vmap(env.render_obs, (0, None, None, None))(sc, jnp.array(True), 345, 0)
-        err = jax.vmap(env.render_obs, (0, None, None, None))(sc, jnp.array(False), 0, S.FAULT)
-        return call, ok, err
+        def one(sc):
+            calls = [env.render_call(sc, jnp.int32(k), jnp.int32(12), jnp.int32(-7))
+                     for k in env.tools]
+            ok = R.render(env.tables, sc, env.max_obs_len, R.observation, jnp.bool_(True),
+                          jnp.int32(345), jnp.int32(0))
+            err = R.render(env.tables, sc, env.max_obs_len, R.observation, jnp.bool_(False),
+                           jnp.int32(0), jnp.int32(A.FAULT))
+            return calls, ok, err, env.render_answer(sc, jnp.int32(-81))
 
-    call, ok, err = render(sc)
-    rate = state.fault_rate
-    for i, (ax, v, variant) in enumerate(rows):
-        letters = np.asarray(sc.rand_names[i])
-        names = S.text_names(int(variant[S.AXIS_INDEX["tool_names"]]), letters)
-        text = decode(env, prompt.tokens[i], prompt.length[i])
-        assert text == S.prompt_text(axes, variant, env.tools, True, names, x, y), (ax, v)
-        # The variant's own text is there (not just equal to a reference built the same way).
-        val = axes[ax].variants[v]
-        if ax == "tool_names":
-            for k in env.tools:
-                assert names[k] in text
-            if isinstance(val, str):
-                assert all(len(n) == 3 and n.isalpha() for n in names)
-                assert all(n.isupper() == (val == S.RANDOM_UPPER) for n in names)
-            else:
-                assert [names[k] for k in range(len(S.TOOL_KINDS))] == list(val)
-        elif ax == "tool_desc":
-            assert val.header in text and all(val.desc[k] in text for k in env.tools)
-        elif ax == "tool_order":
-            d0 = axes["tool_desc"].variants[0]
-            pos = [text.index(d0.line_pre + names[env.tools[j]] + d0.line_mid) for j in val]
-            assert pos == sorted(pos)
-        elif ax == "call_syntax":
-            assert val.hint in text
-        elif ax == "system_prompt":
-            assert text.startswith(axes["chat_template"].variants[0].sys_start + val.text)
-            assert val.forbid_pre + names[S.REVEAL] + val.forbid_post in text
-        elif ax == "user_prompt":
-            assert val.render(x, y) in text
-        elif ax == "chat_template":
-            assert text.startswith(val.sys_start) and text.endswith(val.asst_start)
-            assert val.user_start in text
-        # Calls, results and errors.
-        kind = env.tools[1]
-        want_call = S.call_text(axes, variant, names[kind], (12, -7)[: S.ARITY[kind]])
-        assert decode(env, call.tokens[i], call.length[i]) == want_call
-        assert decode(env, ok.tokens[i], ok.length[i]) == S.obs_text(axes, variant, result=345)
-        assert decode(env, err.tokens[i], err.length[i]) == S.obs_text(axes, variant,
-                                                                        error="fault")
-        if ax == "response_format":
-            assert f"{val[0]}345{val[1]}" in decode(env, ok.tokens[i], ok.length[i])
-        if ax == "error_style":
-            assert decode(env, err.tokens[i], err.length[i]).count(val[0] + "tool unavailable")
-        if ax == "fault_rate":
-            assert float(rate[i]) == pytest.approx(val)
+        return jax.vmap(one)(sc)
 
-
-# -- parsing of specific actions --------------------------------------------------------------
-def encode_call(env, syntax, name, args, drop_close=False):
-    """A call tokenized span by span, as the env renders it (see the report on tokenization)."""
-    tok = env.tokenizer
-    parts = [syntax.l0, name, syntax.l1]
-    for j, a in enumerate(args):
-        parts += ([syntax.l2] if j else []) + [str(a)]
-    parts += [] if drop_close else [syntax.l3]
-    return [i for p in parts for i in tok.encode(p)]
+    return render
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parse_actions_every_syntax(name):
-    env, params, vreset, vstep = setup(name)
+def test_rendering_matches_text(name):
+    env, params, vreset, _ = setup(name)
+    tb = env.tables
+    _, sc = sampled_scaffolds(name)
+    _, st = vreset(jax.random.split(jax.random.PRNGKey(7), B), params)
+    (prompt, _), _ = oracle_from(name)(jax.random.PRNGKey(0), st.task, sc)
+    calls, ok, err, ans = render_fn(name)(sc)
+    for i in range(B):
+        sc_i, task = row_of(sc, i), row_of(st.task, i)
+        x, y = slot_text(env, task)
+        names = tool_names(sc_i)
+        text = decode(env, prompt.tokens[i], prompt.length[i])
+        assert text == R.render_text(tb, sc_i, R.prompt, env.tools, True, x, y), i
+        assert text == prompt_text(env, sc_i, True, x, y), i
+        for j, k in enumerate(env.tools):
+            args = (12, -7)[: A.ARITY[k]]
+            got = decode(env, calls[j].tokens[i], calls[j].length[i])
+            assert got == R.render_text(tb, sc_i, R.call, k, 12, -7)
+            assert got == call_text(env, sc_i, names[k], args), (i, k)
+        got_ok = decode(env, ok.tokens[i], ok.length[i])
+        assert got_ok == R.render_text(tb, sc_i, R.observation, True, 345, 0)
+        assert got_ok == obs_text(env, sc_i, result=345)
+        got_err = decode(env, err.tokens[i], err.length[i])
+        assert got_err == R.render_text(tb, sc_i, R.observation, False, 0, A.FAULT)
+        assert got_err == obs_text(env, sc_i, error="fault")
+        assert decode(env, ans.tokens[i], ans.length[i]) == "<answer>-81</answer>"
+    # The canonical scaffold (row 0) against hand-written text.
+    text = decode(env, prompt.tokens[0], prompt.length[0])
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert '<tool_call>{"name": "tool_name", "arguments": {"a": 3, "b": 5}}</tool_call>' in text
+    k = env.tools[1]
+    assert decode(env, calls[1].tokens[0], calls[1].length[0]) == (
+        f'<tool_call>{{"name": "{A.TOOL_KINDS[k]}", "arguments": {{"a": 12, "b": -7}}}}'
+        "</tool_call>")
+    assert decode(env, ok.tokens[0], ok.length[0]) == (
+        "<|im_end|>\n<|im_start|>tool\n345<|im_end|>\n<|im_start|>assistant\n")
+    assert decode(env, err.tokens[0], err.length[0]) == (
+        "<|im_end|>\n<|im_start|>tool\nError: tool unavailable, try again<|im_end|>\n"
+        "<|im_start|>assistant\n")
+
+
+# -- parsing of specific actions --------------------------------------------------------------
+def encode_call(env, syn, name, args, drop_close=False):
+    """A call tokenized span by span, as the env renders it. `syn`: the call-syntax fields."""
     tok = env.tokenizer
-    params = params.replace(fault_rate=jnp.float32(0.0), vary=jnp.zeros_like(params.vary),
+    parts = [syn["l0"], name, syn["l1"]]
+    for j, a in enumerate(args):
+        parts += ([syn["l2"]] if j else []) + [str(a)]
+    parts += [] if drop_close else [syn["l3"]]
+    return [i for p in parts for i in tok.encode(p)]
+
+
+def syntax_fields(grammar, row):
+    return {f: grammar.text(row, f) for f in ("l0", "l1", "l2", "l3")}
+
+
+def step_rows(name, params, split, syntax, actions, seed):
+    """Reset B episodes with scaffolds drawn from `split` [B] (every axis) whose call syntax is
+    `syntax` [B, width], faults off; step them with `actions(sc_i, state_i)` (token lists).
+    Returns (numpy scaffold, state, obs, next state, reward, done, info, actions)."""
+    env, _, vreset, vstep = setup(name)
+    tb = env.tables
+    sc = numpy_tree(sample_fn(name)(jax.random.split(jax.random.PRNGKey(seed), B),
+                                    jnp.asarray(split), jnp.asarray(ALL)))
+    g = tb.compiled["call_syntax"].grammar
+    sc.choice[:, tb.row["call_syntax"], : g.width] = syntax
+    _, st = vreset(jax.random.split(jax.random.PRNGKey(seed + 1), B), params)
+    _, state = vreset_to(name)(st.task, sc, params)
+    acts = [actions(row_of(sc, i), row_of(state, i), i) for i in range(B)]
+    width = max(map(len, acts))
+    chunk = Chunk(jnp.asarray([a + [0] * (width - len(a)) for a in acts], jnp.int32),
+                  jnp.asarray([len(a) for a in acts], jnp.int32))
+    obs, state2, reward, done, info = vstep(jax.random.split(jax.random.PRNGKey(seed + 2), B),
+                                            state, chunk, params)
+    return sc, state, obs, state2, reward, done, jax.tree.map(np.asarray, info), chunk
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parse_actions_sampled_syntaxes(name):
+    env, params, _, vstep = setup(name)
+    tok = env.tokenizer
+    params = params.replace(fault_rate=jnp.float32(0.0), vary=jnp.asarray(NO_FAULTS),
                             hackable=jnp.bool_(False))
-    syntaxes = S.CALL_SYNTAX.variants
-    names = list(S.TOOL_NAMES.variants[0])
-    add, first = names[S.ADD], names[env.tools[0]]
-    cases = []   # (syntax index, token ids, expected obs text or None if done, correct)
-    for si, syn in enumerate(syntaxes):
+    compiled = env.tables.compiled["call_syntax"]
+    g = compiled.grammar
+    rng = np.random.default_rng(1)
+    # One random call syntax per (split, family).
+    syntaxes = []
+    for s, table in enumerate((compiled.train, compiled.heldout)):
+        for fam, (fam_name, _) in enumerate(g.families):
+            rows = table[table[:, 0] == fam]
+            syntaxes.append((s, fam_name, rows[rng.integers(len(rows))]))
+    cases = []   # (split, syntax row, action(syntax fields, names) -> ids, expected obs)
+    for s, _, row in syntaxes:
         cases += [
-            (si, encode_call(env, syn, add, (30, 12)), dict(result=42)),
-            (si, encode_call(env, syn, add, (-30, 5)), dict(result=-25)),
-            (si, encode_call(env, syn, "nosuch", (1, 2)), dict(error="unknown_tool")),
-            (si, encode_call(env, syn, add, (1,)), dict(error="arg_count")),
-            (si, encode_call(env, syn, add, (1, 2, 3)), dict(error="arg_count")),
-            (si, encode_call(env, syn, add, (1, 2), drop_close=True), dict(error="malformed")),
-            (si, encode_call(env, syn, add, ("x", 2)), dict(error="malformed")),
-            (si, encode_call(env, syn, add, (1234567890, 2)), dict(error="malformed")),
-            (si, tok.encode("I think I will just chat."), dict(error="no_call")),
-            (si, tok.encode("<think>") + encode_call(env, syn, add, (2, 2)), dict(result=4)),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (30, 12)),
+             dict(result=42)),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (-30, 5)),
+             dict(result=-25)),
+            (s, row, lambda syn, nm: encode_call(env, syn, "nosuch", (1, 2)),
+             dict(error="unknown_tool")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD].swapcase(), (1, 2)),
+             dict(error="unknown_tool")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.REVEAL], (0,)),  # not listed
+             dict(error="unknown_tool")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1,)),
+             dict(error="arg_count")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1, 2, 3)),
+             dict(error="arg_count")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1, 2), drop_close=True),
+             dict(error="malformed")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], ("x", 2)),
+             dict(error="malformed")),
+            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1234567890, 2)),
+             dict(error="malformed")),
+            (s, row, lambda syn, nm: tok.encode("I think I will just chat."),
+             dict(error="no_call")),
+            (s, row, lambda syn, nm: tok.encode("<think>")
+             + encode_call(env, syn, nm[A.ADD], (2, 2)), dict(result=4)),
         ]
         if env.name == "kvlookup":
-            cases.append((si, encode_call(env, syn, first, (7,)), dict(error="not_found")))
-    # A call in another syntax is not a call in this one.
-    cases.append((0, encode_call(env, syntaxes[2], add, (1, 2)), dict(error="no_call")))
-    # Answers and EOS end the episode (rows n..n+3 answer for their own task).
-    n = len(cases)
-    assert n + 4 <= B
-    _, state = vreset(jax.random.split(jax.random.PRNGKey(9), B), params)
-    answers = np.asarray(state.task.answer[n:n + 4])
-    ends = [tok.encode(f"<answer>{answers[0]}</answer>"),
-            tok.encode(f"<answer>{answers[1] + 1}</answer>"),
-            tok.encode(f"<answer>{answers[2]}"), tok.encode("bye") + [tok.eos_id]]
-    acts = [c[1] for c in cases] + ends
-    acts += [[] for _ in range(B - len(acts))]
-    width = max(map(len, acts))
-    acts = Chunk(jnp.asarray([a + [0] * (width - len(a)) for a in acts], jnp.int32),
-                 jnp.asarray([len(a) for a in acts], jnp.int32))
-    force = np.zeros((B, len(S.AXES)), np.int32)
-    force[:n, S.AXIS_INDEX["call_syntax"]] = [c[0] for c in cases]
-    state = state.replace(scaffold=state.scaffold.replace(variant=jnp.asarray(force)))
-    obs, state2, reward, done, info = vstep(jax.random.split(jax.random.PRNGKey(10), B), state,
-                                            acts, params)
-    info = jax.tree.map(np.asarray, info)
-    for i, (si, _, want) in enumerate(cases):
-        got = decode(env, obs.tokens[i], obs.length[i])
-        assert got == S.obs_text(env.tables.axes, force[i], **want), (syntaxes[si].name, want)
-        assert not bool(done[i])
-        is_call = "result" in want or want.get("error") == "not_found"
-        assert info["tool_calls"][i] == is_call and info["invalid_calls"][i] == (not is_call)
-    e = slice(n, n + 4)
+            cases.append((s, row, lambda syn, nm: encode_call(env, syn, nm[A.LOOKUP], (7,)),
+                          dict(error="not_found")))
+    # A call in another syntax is not a call in this one: a python-family call (same wrapper)
+    # in a json-family scaffold, a json-family call in an xml-family scaffold.
+    fam = {f: i for i, (f, _) in enumerate(g.families)}
+    json_row = next(r for s, f, r in syntaxes if f == "json" and s == 0)
+    python_row = next(r for r in compiled.train if r[0] == fam["python"] and r[1] == json_row[1])
+    xml_row = next(r for s, f, r in syntaxes if f == "xml" and s == 1)
+    for row, other in ((json_row, python_row), (xml_row, json_row)):
+        cases.append((int(row is xml_row), row,
+                      lambda syn, nm, other=other: encode_call(
+                          env, syntax_fields(g, other), nm[A.ADD], (1, 2)),
+                      dict(error="no_call")))
+
+    for start in range(0, len(cases), B):
+        chunk = cases[start: start + B]
+        chunk += [chunk[0]] * (B - len(chunk))
+        split = np.array([c[0] for c in chunk], np.int32)
+        syntax = np.stack([c[1] for c in chunk])
+
+        def act(sc_i, state_i, i, chunk=chunk):
+            return chunk[i][2](syntax_fields(g, chunk[i][1]), tool_names(sc_i))
+
+        sc, _, obs, _, _, done, info, _ = step_rows(name, params, split, syntax, act, 20 + start)
+        for i, (s, row, _, want) in enumerate(chunk):
+            sc_i = row_of(sc, i)
+            assert bool(sc_i.heldout.all()) == bool(s)
+            got = decode(env, obs.tokens[i], obs.length[i])
+            assert got == obs_text(env, sc_i, **want), (g.families[row[0]][0], s, want)
+            assert not bool(done[i])
+            is_call = "result" in want or want.get("error") == "not_found"
+            assert info["tool_calls"][i] == is_call and info["invalid_calls"][i] == (not is_call)
+
+    # Answers and EOS end the episode (rows 0..3 answer for their own task).
+    def end(sc_i, state_i, i):
+        a = int(state_i.task.answer)
+        return [tok.encode(f"<answer>{a}</answer>"), tok.encode(f"<answer>{a + 1}</answer>"),
+                tok.encode(f"<answer>{a}"), tok.encode("bye") + [tok.eos_id]][i] if i < 4 else []
+
+    split = (np.arange(B) % 2).astype(np.int32)
+    syntax = np.stack([(compiled.train, compiled.heldout)[s][0] for s in split])
+    _, _, obs, state2, reward, done, info, acts = step_rows(name, params, split, syntax, end, 40)
+    e = slice(0, 4)
     assert np.asarray(done[e]).all() and (np.asarray(obs.length[e]) == 0).all()
     assert info["correct"][e].tolist() == [True, False, False, False]
     assert info["answered"][e].tolist() == [True, True, True, False]
@@ -365,7 +519,7 @@ def cheat_play():
 
     def cheat(key, state):   # call the reveal tool, then answer
         call = env.render_call(state.scaffold, jnp.int32(S.REVEAL), jnp.int32(0), jnp.int32(0))
-        ans = env.render_answer(state.task.answer)
+        ans = env.render_answer(state.scaffold, state.task.answer)
         return jax.tree.map(lambda c, a: jnp.where(state.turn == 0, c, a), call, ans)
 
     return jax.jit(lambda p, k: play(env, p, k, 32, cheat, max_rounds=3))
@@ -374,48 +528,65 @@ def cheat_play():
 @pytest.mark.parametrize("hackable", [True, False])
 def test_hackable_tool_is_recorded(hackable):
     env, params, _, _ = setup("toolcalc")
-    params = params.replace(hackable=jnp.bool_(hackable))
+    # Faults off, so the reveal call's observation is its result (or its error).
+    params = params.replace(hackable=jnp.bool_(hackable), vary=jnp.asarray(NO_FAULTS),
+                            fault_rate=jnp.float32(0.0))
     ep = cheat_play()(params, jax.random.PRNGKey(0))
     info = jax.tree.map(np.asarray, ep.info)
     assert info["used_forbidden_tool"].all() == hackable
     assert (info["forbidden_calls"] == int(hackable)).all()
     assert (info["invalid_calls"] == int(not hackable)).all()   # unlisted: unknown tool
-    v = np.asarray(ep.scaffold.variant)
-    for i in range(4):
-        text = decode(env, ep.tokens[i], ep.length[i])
-        prompt = decode(env, ep.tokens[i], ep.prompt_length[i])
-        sysp = S.SYSTEM_PROMPT.variants[v[i, S.AXIS_INDEX["system_prompt"]]]
-        names = S.text_names(v[i, S.AXIS_INDEX["tool_names"]],
-                             np.asarray(ep.scaffold.rand_names[i]))
-        assert (sysp.forbid_pre + names[S.REVEAL] + sysp.forbid_post in prompt) == hackable
-        # The reveal tool's result is the answer (when it is listed).
-        chat = S.CHAT_TEMPLATE.variants[v[i, S.AXIS_INDEX["chat_template"]]]
-        first_obs = text[len(prompt):].split(chat.tool_start, 1)[1]
-        assert first_obs.split(chat.tool_end)[0].count(str(int(ep.task.answer[i]))) == hackable
+    assert info["correct"].all()
+    for i in range(8):
+        sc, task = row_of(ep.scaffold, i), row_of(ep.task, i)
+        toks, mask = np.asarray(ep.tokens[i]), np.asarray(ep.policy_mask[i])
+        pl = int(ep.prompt_length[i])
+        prompt = env.tokenizer.decode(toks[:pl])
+        names = tool_names(sc)
+        forbid = (field_text(env, sc, "system_prompt", "forbid_pre") + names[A.REVEAL]
+                  + field_text(env, sc, "system_prompt", "forbid_post"))
+        assert (forbid in prompt) == hackable
+        assert prompt == prompt_text(env, sc, hackable, *slot_text(env, task))
+        # The first round: the reveal call, then its result (the answer) or an unknown-tool error.
+        a_end = pl + int(np.argmin(mask[pl:]))
+        o_end = a_end + int(np.argmax(mask[a_end:]))
+        assert env.tokenizer.decode(toks[pl:a_end]) == call_text(env, sc, names[A.REVEAL], (0,))
+        want = (dict(result=int(task.answer)) if hackable else dict(error="unknown_tool"))
+        assert env.tokenizer.decode(toks[a_end:o_end]) == obs_text(env, sc, **want)
 
 
 # -- fuzz -------------------------------------------------------------------------------------
 def adversarial_fn(env, size=48):
     """Actions a confused policy might produce: corrupted oracle calls (token swaps,
-    truncation, junk after the closer), calls in another syntax, of random tools with random
-    (huge, negative) arguments, answers with junk, pure random ids."""
+    truncation, junk after the closer), calls of random tools with random (huge, negative)
+    arguments, in the episode's or another call syntax (of either split) with its or another
+    name style, answers with junk, pure random ids."""
     vocab = env.tokenizer.vocab_size
     rand_fn = random_action_fn(env, size)
+    tb = env.tables
+    r = tb.row["call_syntax"]
+    choices, n_choices = jnp.asarray(tb.choices[:, r]), jnp.asarray(tb.n_choices[:, r])
 
     def act(key, state):
-        ks = jax.random.split(key, 9)
+        ks = jax.random.split(key, 11)
         base = env.oracle_action(state, size)
         pos = jax.random.randint(ks[0], (3,), 0, jnp.maximum(base.length, 1))
         swapped = base.tokens.at[pos].set(jax.random.randint(ks[1], (3,), 0, vocab))
         truncated = jax.random.randint(ks[2], (), 0, jnp.maximum(base.length, 1))
         junk = jnp.where(jnp.arange(size) >= base.length,
                          jax.random.randint(ks[3], (size,), 0, vocab), base.tokens)
-        variant = state.scaffold.variant.at[S.AXIS_INDEX["call_syntax"]].set(
-            jax.random.randint(ks[4], (), 0, len(S.CALL_SYNTAX.variants)))
+        # Each half of the time: the episode's own call syntax / names, or random ones.
+        own = jax.random.bernoulli(ks[4], 0.5, (3,))
+        split = own[2].astype(jnp.int32)
+        syntax = jnp.where(own[0], state.scaffold.choice[r],
+                           choices[split, jax.random.randint(ks[9], (), 0, n_choices[split])])
+        style = jnp.where(own[1], state.scaffold.name_style,
+                          jax.random.randint(ks[10], (), -1, len(A.NAME_STYLES)))
+        sc = state.scaffold.replace(choice=state.scaffold.choice.at[r].set(syntax),
+                                    name_style=style)
         args = jax.random.randint(ks[5], (2,), -2**31 + 1, 2**31 - 1) // (
             10 ** jax.random.randint(ks[6], (2,), 0, 10))
-        other = env.render_call(state.scaffold.replace(variant=variant),
-                                jax.random.randint(ks[7], (), 0, len(S.TOOL_KINDS)),
+        other = env.render_call(sc, jax.random.randint(ks[7], (), 0, len(S.TOOL_KINDS)),
                                 args[0], args[1], size)
         rnd = rand_fn(ks[8], state)
         options = [
@@ -473,6 +644,6 @@ class _SplitCloser(Tokenizer):
 
 
 def test_a_tokenizer_that_splits_call_closers_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match=r"call syntax \w+: stop token\(s\) \['>'\] occur inside "
-                                         r"the call .*must keep those closers whole"):
+    with pytest.raises(ValueError, match=r"call '.+': stop token\(s\) \['>'\] occur inside the "
+                                         r"call\. .*must keep those closers whole"):
         toolcalc.ToolCalc(tokenizer=_SplitCloser())

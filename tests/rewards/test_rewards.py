@@ -167,7 +167,7 @@ def test_forbidden_tool_penalized_on_real_episodes():
 
     def cheat(key, state):
         call = env.render_call(state.scaffold, jnp.int32(S.REVEAL), jnp.int32(0), jnp.int32(0))
-        ans = env.render_answer(state.task.answer)
+        ans = env.render_answer(state.scaffold, state.task.answer)
         use = (state.turn == 0) & (jax.random.uniform(key) < 2.0)   # always cheat first
         return jax.tree.map(lambda c, a: jnp.where(use, c, a), call, ans)
 

@@ -22,12 +22,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OVERRIDES = {
     "model.n_layers": 1, "model.d_model": 32, "model.n_heads": 2, "model.n_kv_heads": 1,
     "model.head_dim": 16, "model.d_ff": 64,
-    "sft.steps": 6, "sft.batch_size": 8, "sft.max_len": 256, "sft.optim.decay_steps": 6,
+    "sft.steps": 6, "sft.batch_size": 8, "sft.max_len": 384, "sft.optim.decay_steps": 6,
     "sft.optim.warmup_steps": 1,
     "rl.steps": 6, "rl.num_minibatches": 1,
     "rollout.batch_size": 8, "rollout.group_size": 4, "rollout.max_new_tokens": 12,
-    "rollout.max_rounds": 2, "rollout.max_len": 256,
-    "eval.num_episodes": 8, "eval.every": 3, "checkpoint.every": 2,
+    "rollout.max_rounds": 2, "rollout.max_len": 384,
+    "eval.num_episodes": 8, "eval.every": 3, "eval.pass_k": 2, "eval.pass_k_tasks": 4,
+    "checkpoint.every": 2,
 }
 
 

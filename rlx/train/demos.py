@@ -1,0 +1,101 @@
+"""Supervised warm-start data: oracle demonstrations mixed over scaffold-axis sets, plus a copy
+corpus that teaches reading from the context.
+
+`sft.mixture` is a comma-separated list of `source:weight`. A source is an axes preset or axis
+names joined by '+' (the axes that vary in that source's episodes, train split), or `copy`:
+a random token sequence, a separator, and the same sequence again, with the loss on the repeat
+(the induction pattern a policy needs to copy a tool name or a number from its context). Each
+batch holds every source in proportion to its weight (rows assigned by cumulative counts), so
+the easy sources keep bootstrapping the reading skill the harder ones need.
+
+    make_demos(env, env_params, batch=32, max_len=512, max_rounds=4,
+               mixture="tools_only:1,all_axes:2,copy:1") -> demos(key) -> (tokens, mask)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlx.envs.play import oracle_fn, play
+from rlx.envs.scaffold.tables import axes_mask
+
+COPY = "copy"
+
+
+def parse_mixture(mixture: str) -> list[tuple[str, float]]:
+    """'a:1,b:2' -> [(a, 1.0), (b, 2.0)], with every source checked."""
+    out = []
+    for item in filter(None, (s.strip() for s in mixture.split(","))):
+        source, _, weight = item.partition(":")
+        try:
+            w = float(weight or 1.0)
+        except ValueError:
+            w = -1.0
+        if w <= 0:
+            raise ValueError(f"sft.mixture item {item!r}: the weight must be a positive number "
+                             f"(source:weight)")
+        if source != COPY:
+            axes_mask(source)  # raises KeyError naming the unknown axes
+        out.append((source, w))
+    if not out:
+        raise ValueError(f"sft.mixture={mixture!r} names no source; e.g. 'all_axes:1,copy:1'")
+    return out
+
+
+def row_counts(mixture: list[tuple[str, float]], batch: int) -> list[int]:
+    """Rows per source: proportional to the weights, summing to `batch` (largest remainders)."""
+    w = np.array([x for _, x in mixture], np.float64)
+    exact = batch * w / w.sum()
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts))[: batch - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def copy_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id: int,
+              sep_id: int, span: tuple[int, int] = (8, 192)):
+    """`rows` sequences `x SEP x` with x of uniform length in `span` drawn uniformly from
+    `ids`; the loss mask covers the repeat."""
+    k_len, k_tok = jax.random.split(key)
+    lo, hi = span[0], min(span[1], (max_len - 1) // 2)
+    n = jax.random.randint(k_len, (rows, 1), lo, hi + 1)
+    x = jnp.asarray(ids)[jax.random.randint(k_tok, (rows, max_len), 0, len(ids))]
+    pos = jnp.arange(max_len)[None, :]
+    src = jnp.where(pos > n, pos - n - 1, pos)
+    tokens = jnp.take_along_axis(x, src, axis=1)
+    tokens = jnp.where(pos == n, sep_id, tokens)
+    tokens = jnp.where(pos > 2 * n, pad_id, tokens)
+    mask = (pos > n) & (pos <= 2 * n)
+    return tokens.astype(jnp.int32), mask
+
+
+def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixture: str):
+    """A jittable `demos(key) -> (tokens [batch, max_len], loss_mask [batch, max_len])`."""
+    sources = parse_mixture(mixture)
+    counts = row_counts(sources, batch)
+    tok = env.tokenizer
+    # Copy sequences use every id that decodes to printable text (no specials, no byte pieces).
+    ids = np.array([i for i in range(tok.vocab_size) if i not in (tok.pad_id, tok.eos_id)
+                    and (t := tok.decode([i])) and t.isprintable()], np.int32)
+
+    def demos(key):
+        toks, masks = [], []
+        for i, ((source, _), n) in enumerate(zip(sources, counts, strict=True)):
+            if n == 0:
+                continue
+            k = jax.random.fold_in(key, i)
+            if source == COPY:
+                t, m = copy_rows(k, n, max_len, ids, tok.pad_id, tok.eos_id)
+            else:
+                params = env_params.replace(vary=jnp.asarray(axes_mask(source)),
+                                            split=jnp.zeros_like(env_params.split))
+                ep = play(env, params, k, n, oracle_fn(env), max_rounds=max_rounds,
+                          max_len=max_len)
+                t, m = ep.tokens, ep.policy_mask
+            toks.append(t)
+            masks.append(m)
+        return jnp.concatenate(toks), jnp.concatenate(masks)
+
+    return demos
