@@ -3,10 +3,11 @@ corpus that teaches reading from the context.
 
 `sft.mixture` is a comma-separated list of `source:weight`. A source is an axes preset or axis
 names joined by '+' (the axes that vary in that source's episodes, train split), or `copy`:
-a random token sequence, a separator, and the same sequence again, with the loss on the repeat
-(the induction pattern a policy needs to copy a tool name or a number from its context). Each
-batch holds every source in proportion to its weight (rows assigned by cumulative counts), so
-the easy sources keep bootstrapping the reading skill the harder ones need.
+rows packed with short random token sequences, each followed by a separator and by itself, with
+the loss on the repeats (the induction pattern a policy needs to copy a tool name or a number
+from its context). Each batch holds every source in proportion to its weight (rows assigned by
+cumulative counts). Stages are joined by ';', each but the last ending at the step given by
+'@N', e.g. 'copy:1@400;tools_only:1,all_axes:3,copy:1' (`parse_schedule`).
 
     make_demos(env, env_params, batch=32, max_len=512, max_rounds=4,
                mixture="tools_only:1,all_axes:2,copy:1") -> demos(key) -> (tokens, mask)
@@ -22,6 +23,26 @@ from rlx.envs.play import oracle_fn, play
 from rlx.envs.scaffold.tables import axes_mask
 
 COPY = "copy"
+
+
+def parse_schedule(spec: str) -> list[tuple[str, int | None]]:
+    """'m1@N1;m2@N2;m3' -> [(m1, N1), (m2, N2), (m3, None)]: mixture m1 for SFT steps below N1,
+    m2 below N2, then m3 to the end. Every mixture is checked."""
+    stages = []
+    for item in spec.split(";"):
+        mixture, _, until = item.partition("@")
+        parse_mixture(mixture)
+        try:
+            step = int(until) if until else None
+        except ValueError:
+            step = -1
+        if step is not None and (step <= 0 or (stages and step <= stages[-1][1])):
+            raise ValueError(f"sft.mixture stage {item!r}: '@N' must be a step count above the "
+                             f"previous stage's, e.g. 'copy:1@400;all_axes:1'")
+        stages.append((mixture, step))
+    if stages[-1][1] is not None:
+        stages.append(stages[-1][:1] + (None,))    # the last mixture runs to the end
+    return stages
 
 
 def parse_mixture(mixture: str) -> list[tuple[str, float]]:
@@ -55,20 +76,23 @@ def row_counts(mixture: list[tuple[str, float]], batch: int) -> list[int]:
 
 
 def copy_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id: int,
-              sep_id: int, span: tuple[int, int] = (8, 192)):
-    """`rows` sequences `x SEP x` with x of uniform length in `span` drawn uniformly from
-    `ids`; the loss mask covers the repeat."""
+              sep_id: int, span: tuple[int, int] = (4, 32)):
+    """`rows` rows packed with pieces `x SEP x`: per row a length n uniform in `span`, then as
+    many whole pieces as fit, each x drawn uniformly from `ids`. The loss mask covers every
+    repeat. Many short pieces per row is what makes the copy (induction) skill appear within a
+    few hundred steps; one long piece per row did not in 400."""
     k_len, k_tok = jax.random.split(key)
     lo, hi = span[0], min(span[1], (max_len - 1) // 2)
     n = jax.random.randint(k_len, (rows, 1), lo, hi + 1)
     x = jnp.asarray(ids)[jax.random.randint(k_tok, (rows, max_len), 0, len(ids))]
     pos = jnp.arange(max_len)[None, :]
-    src = jnp.where(pos > n, pos - n - 1, pos)
+    piece, off = pos // (2 * n + 1), pos % (2 * n + 1)
+    src = piece * (2 * n + 1) + jnp.where(off > n, off - n - 1, off)
     tokens = jnp.take_along_axis(x, src, axis=1)
-    tokens = jnp.where(pos == n, sep_id, tokens)
-    tokens = jnp.where(pos > 2 * n, pad_id, tokens)
-    mask = (pos > n) & (pos <= 2 * n)
-    return tokens.astype(jnp.int32), mask
+    tokens = jnp.where(off == n, sep_id, tokens)
+    whole = (piece + 1) * (2 * n + 1) <= max_len          # the last partial piece is padding
+    tokens = jnp.where(whole, tokens, pad_id)
+    return tokens.astype(jnp.int32), whole & (off > n)
 
 
 def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixture: str):

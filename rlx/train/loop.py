@@ -9,7 +9,6 @@ a run killed and restarted on the same workdir reproduces the uninterrupted run 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import Trajectory
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
-from rlx.train.demos import make_demos
+from rlx.train.demos import make_demos, parse_schedule
 from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python, trim_jsonl
 from rlx.train.update import RLBatch, TrainState, make_sft_step, make_update_step
 
@@ -205,14 +204,16 @@ class _Run:
             in_shardings=(rl_train, self.rows, self.repl), out_shardings=(rl_train, self.repl),
             donate_argnums=0)
         self.prepare = jax.jit(make_prepare(s), out_shardings=(self.rows, self.repl))
-        self.demos = jax.jit(functools.partial(self._demos, cfg.sft.batch_size),
-                             out_shardings=(self.rows, self.rows))
+        # One jitted batch maker per stage of `sft.mixture` (see rlx/train/demos.py).
+        self.demo_stages = [
+            (until, jax.jit(make_demos(s.env, s.env_params, cfg.sft.batch_size, cfg.sft.max_len,
+                                       cfg.sft.max_rounds, mixture),
+                            out_shardings=(self.rows, self.rows)))
+            for mixture, until in parse_schedule(cfg.sft.get("mixture") or cfg.env.train_axes)]
 
-    def _demos(self, batch: int, key: Array):
-        s, cfg = self.s, self.s.config
-        mixture = cfg.sft.get("mixture") or cfg.env.train_axes
-        return make_demos(s.env, s.env_params, batch, cfg.sft.max_len, cfg.sft.max_rounds,
-                          mixture)(key)
+    def demos(self, step: int, key: Array):
+        """SFT batch of `step`: (tokens, loss mask) from the stage the step falls in."""
+        return next(fn for until, fn in self.demo_stages if until is None or step < until)(key)
 
     def init_params(self, key: Array):
         if self.s.init_params is not None:  # a pretrained checkpoint (config.init.hf_path)
@@ -306,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress = Progress(sft_steps, "warm start", ("nll",))
         for step in range(meta["sft_step"], sft_steps):
             k = jax.random.fold_in(k_sft, step)
-            tokens, mask = run.demos(k)
+            tokens, mask = run.demos(step, k)
             train, m = run.sft_step(state["train"], tokens, mask, k)
             state = {"train": train}
             values = writer.write(SFT, step + 1, m)

@@ -7,7 +7,7 @@ import pytest
 
 import rlx
 
-V = 512
+V = rlx.models.preset("tiny").vocab_size
 
 
 @pytest.fixture(scope="module")
