@@ -15,22 +15,33 @@ rlx/train/demos.py):
 It is evaluated greedily on 128 frozen all-axes train and held-out episodes every
 `sft.eval_every` steps. Resumable (orbax checkpoints every `checkpoint.every` steps). Arg flags:
 `quick`, `steps=N`, `copy_steps=N`, `canonical` (canonical-scaffold demos and the copy corpus
-only).
+only), `stage2` (see below), `init=<Hugging Face dir>` (the checkpoint `stage2` starts from).
+
+`stage2` continues a finished first stage (by default the stage-1 checkpoint in rlx/assets/)
+for `steps` (default 2500) more steps at lr 1e-3, adding the `recall` corpus (lookup lists of
+random ids: find an entry by its one-id description, copy its name) to the mixture:
+
+    python -m experiments.train --config=configs/toolcalc_sft.py:stage2 --workdir=runs/ws2
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
 from configs import common, toolcalc_grpo
 
+STAGE1 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage1")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = common.parse_arg(arg, quick=False, steps=1500, copy_steps=400, canonical=False)
+    a = common.parse_arg(arg, quick=False, steps=0, copy_steps=400, canonical=False,
+                         stage2=False, init="")
     c = toolcalc_grpo.get_config("scratch,quick" if a.quick else "scratch")
     c.unlock()
     c.rl.steps = 0
-    c.sft.steps = 20 if a.quick else a.steps
+    c.sft.steps = 20 if a.quick else (a.steps or (2500 if a.stage2 else 1500))
     c.sft.batch_size = 16
     # First the copy corpus alone (the induction skill every reading task needs), then oracle
     # demos mixed over scaffold-axis sets with the copy corpus kept in. `canonical`: the same
@@ -39,12 +50,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     demos = "none:5,copy:1" if a.canonical else "tool_names:1,tools_only:1,all_axes:3,copy:1"
     copy_steps = 5 if a.quick else a.copy_steps
     c.sft.mixture = f"copy:1@{copy_steps};{demos}" if copy_steps else demos
+    if a.stage2:
+        c.init.hf_path = a.init or STAGE1
+        c.sft.mixture = "recall:3,tool_names:1,tools_only:2,all_axes:3,copy:1"
     c.sft.max_len = 384      # the longest demos (retried faults) are cut; RL rows stay 512
     c.sft.eval_every = 10 if a.quick else 300
     c.sft.optim.decay_steps = c.sft.steps
     c.sft.optim.warmup_steps = 2 if a.quick else 50
-    c.sft.optim.lr = 3e-3
+    c.sft.optim.lr = 1e-3 if a.stage2 else 3e-3
     c.eval.num_episodes = 16 if a.quick else 128
     c.checkpoint.every, c.checkpoint.keep = (10, 2) if a.quick else (300, 3)
+    if a.stage2 and not a.quick:
+        c.sft.eval_every, c.checkpoint.every = 500, 250
     c.lock()
     return c

@@ -1,5 +1,5 @@
 """Supervised warm-start data: oracle demonstrations mixed over scaffold-axis sets, plus a copy
-corpus that teaches reading from the context.
+corpus and a recall corpus that teach reading from the context.
 
 `sft.mixture` is a comma-separated list of `source:weight`. A source is an axes preset or axis
 names joined by '+' (the axes that vary in that source's episodes, train split), or `copy`:
@@ -23,6 +23,8 @@ from rlx.envs.play import oracle_fn, play
 from rlx.envs.scaffold.tables import axes_mask
 
 COPY = "copy"
+RECALL = "recall"
+CORPORA = (COPY, RECALL)
 
 
 def parse_schedule(spec: str) -> list[tuple[str, int | None]]:
@@ -57,7 +59,7 @@ def parse_mixture(mixture: str) -> list[tuple[str, float]]:
         if w <= 0:
             raise ValueError(f"sft.mixture item {item!r}: the weight must be a positive number "
                              f"(source:weight)")
-        if source != COPY:
+        if source not in CORPORA:
             axes_mask(source)  # raises KeyError naming the unknown axes
         out.append((source, w))
     if not out:
@@ -95,6 +97,41 @@ def copy_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id: 
     return tokens.astype(jnp.int32), whole & (off > n)
 
 
+def recall_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id: int,
+                sep_id: int, entries: tuple[int, int] = (2, 5), name_len: tuple[int, int] = (1, 4)):
+    """`rows` rows packed with lookup pieces. Per row a list size n uniform in `entries` and a
+    name length L uniform in `name_len`; each piece is n entries `name(L ids) desc(1 id) SEP`,
+    then the query `SEP desc_t name_t` for an entry t drawn per piece; ids uniform in `ids`.
+    The loss mask covers the queried name, except where its desc occurs twice in the list
+    (ambiguous). The last partial piece is padding."""
+    k_n, k_len, k_t, k_tok = jax.random.split(key, 4)
+    n = jax.random.randint(k_n, (rows, 1), entries[0], entries[1] + 1)
+    name = jax.random.randint(k_len, (rows, 1), name_len[0], name_len[1] + 1)
+    entry = name + 2                                   # name, desc, SEP
+    size = n * entry + 2 + name                        # the list, SEP, desc, name
+    x = jnp.asarray(ids)[jax.random.randint(k_tok, (rows, max_len), 0, len(ids))]
+    pos = jnp.arange(max_len)[None, :]
+    piece, off = pos // size, pos % size
+    start = piece * size
+    draw = jax.random.uniform(k_t, (rows, max_len))
+    target = jnp.minimum(jnp.take_along_axis(draw, piece, axis=1) * n, n - 1).astype(jnp.int32)
+    in_list = off < n * entry
+    q = off - n * entry                                # position within the query
+    target_at = start + target * entry
+    src = jnp.where(in_list, pos, jnp.where(q == 1, target_at + name, target_at + q - 2))
+    tokens = jnp.take_along_axis(x, jnp.clip(src, 0, max_len - 1), axis=1)
+    sep = jnp.where(in_list, off % entry == entry - 1, q == 0)
+    whole = start + size <= max_len
+    tokens = jnp.where(whole, jnp.where(sep, sep_id, tokens), pad_id)
+    # A desc listed twice makes the query ambiguous: no loss on that piece.
+    desc_of = lambda e: jnp.take_along_axis(x, jnp.clip(start + e * entry + name, 0, max_len - 1),
+                                            axis=1)
+    wanted = desc_of(target)
+    twice = sum(((e < n) & (e != target) & (desc_of(e) == wanted)).astype(jnp.int32)
+                for e in range(entries[1])) > 0
+    return tokens.astype(jnp.int32), whole & ~in_list & (q >= 2) & ~twice
+
+
 def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixture: str):
     """A jittable `demos(key) -> (tokens [batch, max_len], loss_mask [batch, max_len])`."""
     sources = parse_mixture(mixture)
@@ -112,6 +149,8 @@ def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixtu
             k = jax.random.fold_in(key, i)
             if source == COPY:
                 t, m = copy_rows(k, n, max_len, ids, tok.pad_id, tok.eos_id)
+            elif source == RECALL:
+                t, m = recall_rows(k, n, max_len, ids, tok.pad_id, tok.eos_id)
             else:
                 params = env_params.replace(vary=jnp.asarray(axes_mask(source)),
                                             split=jnp.zeros_like(env_params.split))

@@ -70,3 +70,44 @@ def test_mixed_batch_rows_follow_their_sources():
         n = int(np.argmax(row == tok.eos_id))
         np.testing.assert_array_equal(row[m][:n], row[:n])    # the first piece's repeat
         assert m.sum() >= 384 // 65 * 4
+
+
+def test_recall_rows_match_a_numpy_reference():
+    ids = np.arange(100, 160, dtype=np.int32)
+    sep = 3
+    toks, mask = demos.recall_rows(jax.random.key(2), 12, 96, ids, pad_id=0, sep_id=sep)
+    toks, mask = np.asarray(toks), np.asarray(mask)
+    sizes, queries = set(), 0
+    for row, m in zip(toks, mask, strict=True):
+        seps = np.flatnonzero(row == sep)
+        name = int(seps[0]) - 1                       # the first entry: name ids, desc, SEP
+        n = int(np.argmax(np.diff(seps) == 1)) + 1    # entries before the query's double SEP
+        assert 1 <= name <= 4 and 2 <= n <= 5
+        size = n * (name + 2) + 2 + name
+        sizes.add((n, name))
+        want_mask = np.zeros_like(m)
+        pieces = len(row) // size
+        for p in range(pieces):
+            piece = row[p * size:(p + 1) * size]
+            entries = piece[:n * (name + 2)].reshape(n, name + 2)
+            assert (entries[:, -1] == sep).all() and np.isin(entries[:, :-1], ids).all()
+            query = piece[n * (name + 2):]
+            assert query[0] == sep
+            hits = np.flatnonzero(entries[:, name] == query[1])
+            assert len(hits) >= 1                     # the queried desc is listed
+            assert any((query[2:] == entries[h, :name]).all() for h in hits)
+            if len(hits) == 1:                        # ambiguous queries carry no loss
+                want_mask[p * size + n * (name + 2) + 2:(p + 1) * size] = True
+                queries += 1
+        assert (row[pieces * size:] == 0).all()
+        np.testing.assert_array_equal(m, want_mask)
+    assert len(sizes) > 3 and queries > 50
+
+
+def test_recall_is_a_mixture_source():
+    env, params = envs.make("toolcalc", num_steps=2, min_steps=1)
+    assert demos.parse_mixture("recall:2,copy:1") == [("recall", 2.0), ("copy", 1.0)]
+    fn = jax.jit(demos.make_demos(env, params, batch=4, max_len=128, max_rounds=6,
+                                  mixture="recall:1,copy:1"))
+    toks, mask = (np.asarray(x) for x in fn(jax.random.key(0)))
+    assert mask[:2].sum() > 0 and (toks[:2] == env.tokenizer.eos_id).sum() > 10
