@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlx.envs.scaffold import AXES
+from rlx.train import cli
 from rlx.train.evaluation import (
     evaluate_checkpoint,
     evaluate_heldout_sets,
@@ -71,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, None)

@@ -6,10 +6,10 @@
 Each arm is resumable and a rerun skips finished arms; see rlx/train/generalization.py.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from rlx.train import generalization
+from rlx.train import cli, generalization
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/generalization.py", "Experiment config file[:arg].", lock_config=True)
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "configs/generalization.py")

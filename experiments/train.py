@@ -7,10 +7,10 @@
 Rerunning on the same --workdir resumes from its latest checkpoint.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from rlx.train import train_and_evaluate
+from rlx.train import cli, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/toolcalc_grpo.py", "Experiment config file[:arg].", lock_config=True)
@@ -25,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "configs/toolcalc_grpo.py")

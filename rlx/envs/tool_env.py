@@ -91,6 +91,11 @@ class ToolEnvState:
     stats: dict[str, Array]
 
 
+# Allowed values of the numeric params (inclusive bounds).
+PARAM_RANGES = dict(num_steps=(1, 64), min_steps=(0, 64), max_operand=(1, 999),
+                    fault_rate=(0.0, 1.0), max_turns=(1, 4096))
+
+
 def default_params(**overrides: Any) -> ToolEnvParams:
     """ToolEnvParams from plain values; `axes` (preset name or axis names) sets `vary`,
     `split` may be "train"/"heldout"."""
@@ -107,6 +112,11 @@ def default_params(**overrides: Any) -> ToolEnvParams:
             vals[k] = v
         else:
             raise KeyError(f"unknown env param {k!r}; known: {sorted(vals) + ['axes']}")
+    for key, (low, high) in PARAM_RANGES.items():
+        value = vals[key]
+        if not low <= value <= high:
+            raise ValueError(f"env.{key}={value!r} is not allowed; allowed: {low} <= {key} "
+                             f"<= {high}")
     dtypes = dict(fault_rate=jnp.float32, hackable=jnp.bool_, vary=jnp.bool_)
     return ToolEnvParams(**{k: jnp.asarray(v, dtypes.get(k, jnp.int32)) for k, v in vals.items()})
 

@@ -420,13 +420,14 @@ def load(path: str, *, mesh: Mesh | None = None, rules=None,
             if name not in reader:
                 raise ValueError(f"{path}: tensor {name!r} is missing (needed for rlx param "
                                  f"{'/'.join(keys)}; config: {_feature_summary(cfg)})")
-            view = spec.to_rlx(reader.view(name))
             want = leaf.shape[1:] if spec.layered else leaf.shape
-            if view.shape != want:
-                raise ValueError(f"{path}: tensor {name!r} has shape {reader.shape(name)}, which "
-                                 f"does not match config.json (rlx param {'/'.join(keys)} "
-                                 f"expects {want} per {'layer' if spec.layered else 'model'})")
-            views.append(view)
+            want_hf = jax.eval_shape(spec.to_hf, jax.ShapeDtypeStruct(want, leaf.dtype)).shape
+            if reader.shape(name) != tuple(want_hf):
+                raise ValueError(f"{path}: tensor {name!r} has shape {reader.shape(name)} but "
+                                 f"config.json implies {tuple(want_hf)} (rlx param "
+                                 f"{'/'.join(keys)}, {want} per "
+                                 f"{'layer' if spec.layered else 'model'} in rlx's layout)")
+            views.append(spec.to_rlx(reader.view(name)))
         used.update(names)
         try:
             arrays.append(_place(views, spec.layered, leaf, sharding))
@@ -471,8 +472,15 @@ def _read_json(path: str, name: str) -> dict:
     file = os.path.join(path, name)
     if not os.path.exists(file):
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory: no {name}")
-    with open(file) as f:
-        return json.load(f)
+    with open(file, "rb") as f:
+        raw = f.read()
+    try:
+        out = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(out, dict):
+        raise ValueError(f"{file}: expected a JSON object, got a {type(out).__name__}")
+    return out
 
 
 def _to_config_dict(cfg: ModelConfig) -> ml_collections.ConfigDict:

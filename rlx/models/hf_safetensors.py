@@ -11,10 +11,12 @@ package.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -44,23 +46,58 @@ def dtype_name(dtype: np.dtype | str) -> str:
     return _NAMES[dtype]
 
 
+def _check_entry(path: str, name: str, entry: Any, data_bytes: int) -> None:
+    """Checks one header entry against the bytes the file holds; errors name file and tensor."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise ValueError(f"{where}: the header entry {entry!r} needs dtype, shape and "
+                         f"data_offsets")
+    if entry["dtype"] not in _DTYPES:
+        raise ValueError(f"{where} has dtype {entry['dtype']!r}; rlx reads {sorted(_DTYPES)}")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets) and 0 <= offsets[0] <= offsets[1]):
+        raise ValueError(f"{where}: data_offsets {offsets!r} must be [begin, end] with "
+                         f"0 <= begin <= end")
+    if offsets[1] > data_bytes:
+        raise ValueError(f"{where}: its bytes end at {offsets[1]} but the file holds only "
+                         f"{data_bytes} bytes of data (truncated?)")
+    want = math.prod(shape) * _DTYPES[entry["dtype"]].itemsize
+    if offsets[1] - offsets[0] != want:
+        raise ValueError(f"{where}: shape {tuple(shape)} of {entry['dtype']} needs {want} bytes "
+                         f"but data_offsets {offsets} hold {offsets[1] - offsets[0]}")
+
+
 class SafetensorsFile:
     """One memory-mapped .safetensors file: `names`, `shape(name)`, `dtype(name)`, `view(name)`."""
 
     def __init__(self, path: str):
         self.path = path
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
+            if size < 8:
+                raise ValueError(f"{path}: {size} bytes is too short for a safetensors file "
+                                 f"(an 8-byte header length comes first)")
             (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if n + 8 < os.fstat(
-                f.fileno()).st_size else None
+            if n > size - 8:
+                raise ValueError(f"{path}: the header length {n} exceeds the file's {size - 8} "
+                                 f"bytes after it (truncated or not a safetensors file)")
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: the header is not valid JSON ({e})") from e
+            if not isinstance(header, dict):
+                raise ValueError(f"{path}: the header is a JSON {type(header).__name__}, not an "
+                                 f"object of tensors")
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if n + 8 < size \
+                else None
         self._start = 8 + n
         self.metadata = header.pop("__metadata__", None) or {}
         self._entries = header
-        for name, e in header.items():
-            if e["dtype"] not in _DTYPES:
-                raise ValueError(f"{path}: tensor {name!r} has dtype {e['dtype']!r}; rlx reads "
-                                 f"{sorted(_DTYPES)}")
+        for name, entry in header.items():
+            _check_entry(path, name, entry, data_bytes=size - self._start)
 
     @property
     def names(self) -> list[str]:

@@ -185,6 +185,18 @@ def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, e
 
 # -- the public entry point -----------------------------------------------------------------------
 
+def resolve_max_len(env: Env, max_len: int, max_rounds: int, max_new_tokens: int) -> int:
+    """`rollout.max_len` checked against `env`'s prompts; 0 = the worst case (see
+    `run_episodes`)."""
+    if max_len == 0:
+        max_len = env.max_prompt_len + max_rounds * (max_new_tokens + env.max_obs_len)
+    if max_len <= env.max_prompt_len:
+        raise ValueError(f"rollout.max_len={max_len} leaves no room after prompts of "
+                         f"{type(env).__name__}.max_prompt_len={env.max_prompt_len}; allowed: "
+                         f"max_len > {env.max_prompt_len}")
+    return max_len
+
+
 def run_episodes(policy, params: Params, env: Env, env_params: Any, key: Array, *,
                  batch_size: int, group_size: int = 1, max_rounds: int = 8,
                  max_new_tokens: int = 64, max_len: int = 0, temperature: float = 1.0,
@@ -221,12 +233,7 @@ def run_episodes(policy, params: Params, env: Env, env_params: Any, key: Array, 
     if batch_size % group_size:
         raise ValueError(f"rollout.batch_size={batch_size} is not a multiple of "
                          f"rollout.group_size={group_size}")
-    if max_len == 0:
-        max_len = env.max_prompt_len + max_rounds * (max_new_tokens + env.max_obs_len)
-    if max_len <= env.max_prompt_len:
-        raise ValueError(f"rollout.max_len={max_len} leaves no room after prompts of "
-                         f"{type(env).__name__}.max_prompt_len={env.max_prompt_len}; allowed: "
-                         f"max_len > {env.max_prompt_len}")
+    max_len = resolve_max_len(env, max_len, max_rounds, max_new_tokens)
     opts = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p,
                           max_new_tokens=max_new_tokens, max_len=max_len, max_rounds=max_rounds,
                           head_dtype=head_dtype,

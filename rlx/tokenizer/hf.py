@@ -56,15 +56,24 @@ class HFTokenizer(Tokenizer):
     def from_dir(cls, path: str) -> HFTokenizer:
         """Reads tokenizer.json, tokenizer_config.json (and special_tokens_map.json,
         chat_template.jinja / chat_template.json where present) from a model directory."""
-        import tokenizers
+        try:
+            import tokenizers
+        except ImportError as e:
+            raise ImportError("reading a Hugging Face tokenizer needs the `tokenizers` package: "
+                              "pip install -r requirements-hf.txt") from e
 
-        tok = tokenizers.Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+        tok_file = os.path.join(path, "tokenizer.json")
+        if not os.path.exists(tok_file):
+            raise FileNotFoundError(f"{path} has no tokenizer.json")
+        try:
+            tok = tokenizers.Tokenizer.from_file(tok_file)
+        except Exception as e:  # noqa: BLE001 -- tokenizers raises a bare Exception
+            raise ValueError(f"{tok_file} cannot be read as a tokenizer: {e}") from e
         config: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             file = os.path.join(path, name)
             if os.path.exists(file):
-                with open(file) as f:
-                    config.update(json.load(f))
+                config.update(_read_json(file))
         template = None
         jinja_file = os.path.join(path, "chat_template.jinja")
         json_file = os.path.join(path, "chat_template.json")
@@ -72,8 +81,9 @@ class HFTokenizer(Tokenizer):
             with open(jinja_file) as f:
                 template = f.read()
         elif os.path.exists(json_file):
-            with open(json_file) as f:
-                template = json.load(f)["chat_template"]
+            template = _read_json(json_file).get("chat_template")
+            if not isinstance(template, str):
+                raise ValueError(f"{json_file} has no string 'chat_template'")
         return cls(tok, config, template)
 
     # -- Tokenizer interface ------------------------------------------------------------------
@@ -149,6 +159,20 @@ def load(path: str) -> Tokenizer:
 
         return SentencePieceTokenizer.load(os.path.join(path, "tokenizer.model"))
     raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer.model")
+
+
+
+
+def _read_json(file: str) -> dict:
+    """A JSON object from `file`; errors name the file."""
+    try:
+        with open(file, "rb") as f:
+            out = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(out, dict):
+        raise ValueError(f"{file}: expected a JSON object, got a {type(out).__name__}")
+    return out
 
 
 __all__ = ["HFTokenizer", "load"]

@@ -135,6 +135,10 @@ def recall_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id
 def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixture: str):
     """A jittable `demos(key) -> (tokens [batch, max_len], loss_mask [batch, max_len])`."""
     sources = parse_mixture(mixture)
+    if any(source not in CORPORA for source, _ in sources) and max_len <= env.max_prompt_len:
+        raise ValueError(f"sft.max_len={max_len} leaves no room for a demonstration after "
+                         f"prompts of up to {env.max_prompt_len} tokens (sft.mixture="
+                         f"{mixture!r}); allowed: sft.max_len > {env.max_prompt_len}")
     counts = row_counts(sources, batch)
     tok = env.tokenizer
     # Copy sequences use every id that decodes to printable text (no specials, no byte pieces).

@@ -22,7 +22,7 @@ from rlx import algos, diagnostics, sharding
 from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import Trajectory
 from rlx.train import setup as setup_lib
-from rlx.train.checkpoint import Checkpointer
+from rlx.train.checkpoint import Checkpointer, ensure_writable
 from rlx.train.demos import make_demos, parse_schedule
 from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python, trim_jsonl
 from rlx.train.update import RLBatch, TrainState, make_sft_step, make_update_step
@@ -269,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     t_start = time.perf_counter()
     s = setup_lib.build(config)  # validates the config before anything compiles
-    os.makedirs(workdir, exist_ok=True)
+    ensure_writable(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     run = _Run(s)
@@ -279,10 +279,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sft_steps, rl_steps = config.sft.steps, config.rl.steps
 
     meta: dict[str, Any] = {"stage": SFT, "sft_step": 0, "rl_step": 0}
-    latest = ckpt.latest_step()
-    if latest is not None:
-        meta = ckpt.restore_meta(latest)
-        state, meta = ckpt.restore(latest, run.abstract_state(meta["stage"]))
+    if ckpt.latest_step() is not None:
+        state, meta, latest = ckpt.restore_newest_intact(
+            lambda m: run.abstract_state(m["stage"]))
         state = jax.device_put(state, run.state_sh[meta["stage"]])
         print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
               f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)

@@ -23,13 +23,17 @@ def to_python(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 class MetricsWriter:
     """Appends `{"stage", "step", **metrics}` to `<workdir>/metrics.jsonl` and to TensorBoard
-    (`<workdir>/tb`, tags `<stage>/<name>`). Resumed runs append to the same files."""
+    (`<workdir>/tb`, tags `<stage>/<name>`). Resumed runs append to the same files.
+
+    Non-finite values (NaN, inf) are written as JSON `null`, so every line stays valid JSON; each
+    record that has some says so on stderr, and `nonfinite` counts them over the run."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = open(self.path, "a")
         self._tb = None
+        self.nonfinite = 0
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -37,7 +41,15 @@ class MetricsWriter:
 
     def write(self, stage: str, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         values = to_python(metrics)
-        self._file.write(json.dumps({"stage": stage, "step": int(step), **values}) + "\n")
+        bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+        if bad:
+            self.nonfinite += len(bad)
+            print(f"metrics: {len(bad)} non-finite value(s) at {stage} step {step} written as "
+                  f"null: {', '.join(bad)} ({self.nonfinite} in this run)", file=sys.stderr,
+                  flush=True)
+        record = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+        self._file.write(json.dumps({"stage": stage, "step": int(step), **record},
+                                    allow_nan=False) + "\n")
         self._file.flush()
         if self._tb is not None:
             for k, v in values.items():
@@ -118,7 +130,8 @@ def plot_curves(records: list[dict], path: str,
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, stage, keys) in zip(axes[0], panels, strict=True):
         for key in keys:
-            pts = [(r["step"], r[key]) for r in records if r.get("stage") == stage and key in r]
+            pts = [(r["step"], r[key]) for r in records
+                   if r.get("stage") == stage and r.get(key) is not None]
             if pts:
                 xs, ys = zip(*sorted(pts), strict=True)
                 ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)

@@ -19,6 +19,7 @@ from rlx import algos, envs, rewards, sharding
 from rlx.models import Critic, ModelConfig, Policy
 from rlx.models import hf as hf_models
 from rlx.rollout.config import rollout_kwargs
+from rlx.rollout.episodes import resolve_max_len
 from rlx.tokenizer import hf as hf_tokenizer
 from rlx.tokenizer import load_default
 from rlx.train.optim import make_optimizer
@@ -51,8 +52,30 @@ def _fail(key: str, value: Any, allowed: Any) -> None:
     raise ValueError(f"{key}={value!r} is not allowed; allowed: {allowed}")
 
 
+# (key, lowest allowed value, whether the lowest value itself is excluded): numbers that would
+# otherwise train on nothing, write NaN, keep no checkpoint or crash after compute.
+RANGES = (
+    ("sft.steps", 0, False), ("rl.steps", 0, False),
+    ("rollout.batch_size", 1, False), ("sft.batch_size", 1, False),
+    ("eval.num_episodes", 1, False), ("checkpoint.every", 1, False), ("checkpoint.keep", 1, False),
+    ("optim.lr", 0.0, True), ("sft.optim.lr", 0.0, True), ("critic_optim.lr", 0.0, True),
+)
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    return node
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks names and divisibility that would otherwise fail deep inside a compile."""
+    """Checks names, ranges and divisibility that would otherwise fail deep inside a compile
+    or, worse, run and produce nothing useful."""
+    for key, low, strict in RANGES:
+        value = _lookup(config, key)
+        if value is not None and (value <= low if strict else value < low):
+            _fail(key, value, f"{'>' if strict else '>='} {low}")
     rl = config.rl
     if rl.advantage not in algos.ADVANTAGE_ESTIMATORS:
         _fail("rl.advantage", rl.advantage, algos.ADVANTAGE_ESTIMATORS.names())
@@ -133,6 +156,8 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     if path and "tokenizer" in env_args:
         kw["tokenizer"] = tokenizer
     env, env_params = envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)
+    sampling = rollout_kwargs(config.rollout)
+    resolve_max_len(env, sampling["max_len"], sampling["max_rounds"], sampling["max_new_tokens"])
     eval_params = {
         "train": envs.make(config.env.name, split="train", axes=config.env.train_axes, **kw)[1],
         "heldout": envs.make(config.env.name, split="heldout", axes=config.env.eval_axes,
@@ -148,7 +173,6 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     policy = Policy(model_cfg, mesh=mesh, rules=rules)
     critic = (Critic(model_cfg, mesh=mesh, rules=rules)
               if config.rl.advantage in CRITIC_ESTIMATORS else None)
-    sampling = rollout_kwargs(config.rollout)
     init_params = None
     if path:
         overrides = config.model.to_dict()

@@ -218,3 +218,69 @@ def test_load_casts_on_read_and_refuses_bad_checkpoints(sharded_ckpt, tmp_path):
         json.dump(conf, f)
     with pytest.raises(ValueError, match=r"down_proj\.weight' has shape \(48, 72\)"):
         hf.load(path)
+
+
+# ---- damaged files (issue 14): every error names the file, and the tensor where there is one --
+
+def _rewrite_header(file, change):
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header, data = json.loads(f.read(n)), f.read()
+    change(header)
+    raw = json.dumps(header).encode()
+    with open(file, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw + data)
+
+
+def _truncate_half(file):
+    with open(file, "r+b") as f:
+        f.truncate(os.path.getsize(file) // 2 + 4096)
+
+
+def _huge_header_length(file):
+    with open(file, "r+b") as f:
+        f.write((2**62).to_bytes(8, "little"))
+
+
+def _grow_a_shape(header):
+    header["model.norm.weight"]["shape"] = [4096]
+
+
+def _transpose(header):
+    name = "model.layers.0.mlp.down_proj.weight"
+    header[name]["shape"] = header[name]["shape"][::-1]
+
+
+@pytest.mark.parametrize("damage,match", [
+    (_truncate_half, r"model\.safetensors: tensor '.*': its bytes end at \d+ but the file holds "
+                     r"only \d+ bytes"),
+    (_huge_header_length, r"model\.safetensors: the header length 4611686018427387904 exceeds"),
+    (lambda f: _rewrite_header(f, _grow_a_shape),
+     r"model\.safetensors: tensor 'model\.norm\.weight': shape \(4096,\) of F32 needs 16384 "
+     r"bytes but data_offsets"),
+    (lambda f: _rewrite_header(f, _transpose),
+     r"tensor 'model\.layers\.0\.mlp\.down_proj\.weight' has shape \(72, 48\) but config\.json "
+     r"implies \(48, 72\)"),
+])
+def test_damaged_safetensors_are_refused_by_file_and_tensor(damage, match, tmp_path):
+    path = str(tmp_path / "ckpt")
+    hf.make_tiny_checkpoint(path, "llama")
+    damage(os.path.join(path, "model.safetensors"))
+    with pytest.raises(ValueError, match=match):
+        hf.load(path)
+
+
+def test_garbage_config_and_tokenizer_files_name_the_file(tmp_path):
+    path = str(tmp_path / "ckpt")
+    hf.make_tiny_checkpoint(path, "llama")
+    with open(os.path.join(path, "config.json"), "wb") as f:
+        f.write(b"\xff\xfe{not json")
+    with pytest.raises(ValueError, match=r"ckpt/config\.json is not valid JSON"):
+        hf.load(path)
+    pytest.importorskip("tokenizers")
+    from rlx.tokenizer.hf import HFTokenizer
+
+    with open(os.path.join(path, "tokenizer.json"), "wb") as f:
+        f.write(b"\xff garbage")
+    with pytest.raises(ValueError, match=r"ckpt/tokenizer\.json cannot be read as a tokenizer"):
+        HFTokenizer.from_dir(path)

@@ -55,6 +55,18 @@ def _flags(**extra):
     ("eval.num_episodes", 12, r"eval.num_episodes=12 is not divisible by the mesh's data"),
     ("env.name", "chess", r"env.name='chess' is not allowed; allowed: \['kvlookup'"),
     ("rl.old_logprobs", "ref", r"rl.old_logprobs='ref' is not allowed"),
+    # Values that used to run and produce nothing useful, or crash after compute (issue 14).
+    ("checkpoint.keep", 0, r"checkpoint.keep=0 is not allowed; allowed: >= 1"),
+    ("checkpoint.every", 0, r"checkpoint.every=0 is not allowed; allowed: >= 1"),
+    ("optim.lr", -1.0, r"optim.lr=-1.0 is not allowed; allowed: > 0.0"),
+    ("sft.optim.lr", 0.0, r"sft.optim.lr=0.0 is not allowed; allowed: > 0.0"),
+    ("eval.num_episodes", 0, r"eval.num_episodes=0 is not allowed; allowed: >= 1"),
+    ("rl.steps", -5, r"rl.steps=-5 is not allowed; allowed: >= 0"),
+    ("rollout.batch_size", -8, r"rollout.batch_size=-8 is not allowed; allowed: >= 1"),
+    ("sft.batch_size", -8, r"sft.batch_size=-8 is not allowed; allowed: >= 1"),
+    ("env.fault_rate", 2.0, r"env.fault_rate=2.0 is not allowed; allowed: 0.0 <= fault_rate"),
+    ("env.num_steps", 0, r"env.num_steps=0 is not allowed; allowed: 1 <= num_steps"),
+    ("rollout.max_len", 16, r"rollout.max_len=16 leaves no room after prompts"),
 ])
 def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
     compiled = []
@@ -63,6 +75,13 @@ def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
     with pytest.raises(ValueError, match=match):
         setup_lib.build(small_config(**{key: value}))
     assert not compiled
+
+
+def test_sft_rows_too_short_for_a_demonstration_fail_before_compiling():
+    from rlx.train import loop
+
+    with pytest.raises(ValueError, match=r"sft.max_len=16 leaves no room for a demonstration"):
+        loop._Run(setup_lib.build(small_config(**{"sft.max_len": 16})))
 
 
 def test_unknown_config_key_is_an_error():
