@@ -14,6 +14,7 @@ import shutil
 
 from rlx.models import hf
 from rlx.tokenizer import SentencePieceTokenizer
+from rlx.train import setup as setup_lib
 from rlx.train.evaluation import restore_params
 
 
@@ -28,8 +29,7 @@ def main(argv=None):
     family = hf.save(args.out, setup.policy.cfg, params,
                      config_overrides={"eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id,
                                        "pad_token_id": tok.pad_id})
-    init = setup.config.get("init")
-    source = init.get("hf_path") if init is not None else ""
+    source = setup_lib.hf_path(setup.config)
     if source:
         for name in os.listdir(source):
             if name.startswith("tokenizer") or name in ("special_tokens_map.json",

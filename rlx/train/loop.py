@@ -22,6 +22,7 @@ from rlx import algos, diagnostics, sharding
 from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import Trajectory
 from rlx.train import setup as setup_lib
+from rlx.train import workdir as workdir_lib
 from rlx.train.checkpoint import Checkpointer, ensure_writable
 from rlx.train.demos import make_demos, parse_schedule
 from rlx.train.metrics import MetricsWriter, Progress, plot_curves, read_jsonl, to_python, trim_jsonl
@@ -261,19 +262,28 @@ def run_keys(config: ml_collections.ConfigDict) -> dict[str, Array]:
     return dict(zip(names, jax.random.split(jax.random.key(config.seed), len(names)), strict=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict:
     """Runs (or resumes) warm start + RL in `workdir`; returns the summary dict.
 
-    Writes `metrics.jsonl`, TensorBoard events in `tb/`, checkpoints in `checkpoints/`, and at
-    the end `summary.json`, `summary.txt` and `learning_curves.png`.
+    Writes `config.json`, `metrics.jsonl`, TensorBoard events in `tb/`, checkpoints in
+    `checkpoints/`, and at the end `summary.json`, `summary.txt` and `learning_curves.png`. A
+    workdir holding another config's run is refused (see rlx/train/workdir.py) unless
+    `allow_config_change`; a finished run is reported, not run again.
     """
     t_start = time.perf_counter()
     s = setup_lib.build(config)  # validates the config before anything compiles
     ensure_writable(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    run = _Run(s)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
+    workdir_lib.record_config(workdir, config, resuming=ckpt.latest_step() is not None,
+                              allow_change=allow_config_change)
+    finished = _finished_summary(workdir, ckpt, config)
+    if finished is not None:
+        ckpt.close()
+        print(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
+              f"rl_step={config.rl.steps}); its summary:\n{finished['text']}", flush=True)
+        return finished
+    run = _Run(s)
     keys = run_keys(config)
     k_init, k_critic, k_sft, k_rl = (keys[n] for n in ("init", "critic", "sft", "rl"))
     sft_steps, rl_steps = config.sft.steps, config.rl.steps
@@ -381,6 +391,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _print_eval("final", final)
     print(summary["text"], flush=True)
     return summary
+
+
+def _finished_summary(workdir: str, ckpt: Checkpointer, config) -> dict | None:
+    """The stored summary if `workdir`'s latest checkpoint is the end of this config's run."""
+    path = os.path.join(workdir, "summary.json")
+    if ckpt.latest_step() is None or not os.path.exists(path):
+        return None
+    meta = ckpt.restore_meta(ckpt.latest_step())
+    if (meta.get("stage") != RL or meta.get("final_written_at") != config.rl.steps
+            or meta.get("sft_step") != config.sft.steps):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _print_eval(label: str, ev: dict) -> None:

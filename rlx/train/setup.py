@@ -24,6 +24,7 @@ from rlx.tokenizer import hf as hf_tokenizer
 from rlx.tokenizer import load_default
 from rlx.train.optim import make_optimizer
 from rlx.train.update import UpdateConfig
+from rlx.train.workdir import resolve_path
 
 CRITIC_ESTIMATORS = ("gae",)
 OLD_LOGPROB_SOURCES = ("trainer", "sampler")
@@ -122,9 +123,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def hf_path(config: ml_collections.ConfigDict) -> str:
     """`config.init.hf_path`: a Hugging Face model directory to start from ("" or no `init`
-    section: random init from `config.model`)."""
+    section: random init from `config.model`). A relative path that does not exist from the
+    working directory is taken relative to the repository (as `config.json` stores it)."""
     init = config.get("init")
-    return (init.get("hf_path") or "") if init is not None else ""
+    path = (init.get("hf_path") or "") if init is not None else ""
+    return resolve_path(path)
 
 
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:

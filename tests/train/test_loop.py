@@ -156,6 +156,18 @@ def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
     assert [r["step"] for r in records if r["stage"] == "rl"] == list(range(1, 7))
     assert [r["step"] for r in records if r["stage"] == "sft"] == list(range(1, 7))
 
+    # A finished run is reported, not run again, also from a moved workdir; another config on
+    # it is refused with the differing keys before anything compiles.
+    from rlx.train import train_and_evaluate
+
+    moved = str(tmp_path / "moved")
+    os.rename(full, moved)
+    again = train_and_evaluate(small_config(), moved)
+    assert again["final"] == summary["final"]
+    with pytest.raises(ValueError, match=r"(?s)different config.*rl\.steps: 6 -> 7"):
+        train_and_evaluate(small_config(**{"rl.steps": 7}), moved)
+    full = moved
+
     step_a, meta_a, params_a = _params(full)
     step_b, meta_b, params_b = _params(killed)
     assert step_a == step_b == 12 and meta_a["rl_step"] == meta_b["rl_step"] == 6
