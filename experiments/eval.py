@@ -10,8 +10,13 @@ rounds, tool calls, hack rate, success by scaffold variant, and a few decoded ep
 
 `--samples=K` plays every task K times at `--temperature` and adds pass@K: RL only reinforces
 what the policy samples, so pass@K on the held-out set bounds what RL can gain there.
-Policy tokens are shown between ⟦ and ⟧; everything else is prompt or environment.
+Policy tokens are shown between ⟦ and ⟧; everything else is prompt or environment. Everything
+printed is also written as JSON: to `<workdir>/eval[-step<N>].json` with `--workdir`, or to
+`--out` (which also works with `--config`).
 """
+
+import json
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -34,6 +39,8 @@ _EXAMPLES = flags.DEFINE_integer("examples", 3, "Episodes to print per split.")
 _SAMPLES = flags.DEFINE_integer("samples", 1, "Samples per task (adds pass@K for K > 1).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None,
                                   "Sampling temperature (default: the config's eval.temperature).")
+_OUT = flags.DEFINE_string("out", None, "Where to write the results as JSON (default with "
+                           "--workdir: <workdir>/eval.json, or eval-step<N>.json for --step).")
 _PER_AXIS = flags.DEFINE_bool("per_axis", False, "Also evaluate a held-out set per scaffold "
                               "axis (that axis held out, the others canonical).")
 
@@ -46,7 +53,10 @@ def main(argv):
     metrics, examples = evaluate_checkpoint(_WORKDIR.value, _STEP.value, config=_CONFIG.value,
                                             num_examples=_EXAMPLES.value, samples=_SAMPLES.value,
                                             temperature=_TEMPERATURE.value)
-    print(f"checkpoint step {metrics.pop('step')}")
+    step = metrics.pop("step")
+    print(f"checkpoint step {step}")
+    record = {"workdir": _WORKDIR.value, "step": step, "samples": _SAMPLES.value,
+              "temperature": _TEMPERATURE.value, "metrics": dict(metrics)}
     by_variant = {k: metrics.pop(k) for k in [k for k in metrics if k.endswith("/by_variant")]}
     for key in sorted(metrics):
         print(f"  {key:32s} {metrics[key]:8.3f}")
@@ -60,6 +70,7 @@ def main(argv):
                      restore_params(_WORKDIR.value, _STEP.value)[::2])
         per_axis = evaluate_heldout_sets(s, params, {a: a for a in AXES}, _SAMPLES.value,
                                          _TEMPERATURE.value)
+        record["per_axis"] = per_axis
         print("held out on one axis (the others canonical):")
         for axis, m in per_axis.items():
             shown = "  ".join(f"{k}={v:.3f}" for k, v in m.items()
@@ -69,6 +80,13 @@ def main(argv):
         for text in texts:
             print(text)
             print()
+    record["examples"] = examples
+    out = _OUT.value or (_WORKDIR.value and os.path.join(
+        _WORKDIR.value, "eval.json" if _STEP.value is None else f"eval-step{_STEP.value}.json"))
+    if out:
+        with open(out, "w") as f:
+            json.dump(record, f, indent=2, default=float)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -406,6 +406,23 @@ def _finished_summary(workdir: str, ckpt: Checkpointer, config) -> dict | None:
         return json.load(f)
 
 
+# The panels of learning_curves.png: (title, stage, metric keys), one quantity per panel.
+CURVES = (
+    ("warm-start NLL", SFT, ("nll",)),
+    ("warm-start eval: success", "sft_eval", ("train/success", "heldout/success")),
+    ("RL reward", RL, ("reward",)),
+    ("RL success", RL, ("success",)),
+    ("eval: success (greedy)", "eval", ("train/success", "heldout/success")),
+    ("KL to the reference", RL, ("kl_ref",)),
+    ("entropy", RL, ("entropy",)),
+    ("|advantage|", RL, ("advantage_abs",)),
+    ("gradient norm", RL, ("grad_norm",)),
+    ("trainer/sampler Pearson r", RL, ("mismatch/pearson",)),
+    ("trainer/sampler k3 KL", RL, ("mismatch/k3_kl",)),
+    ("tool calls per episode", RL, ("tool_calls",)),
+)
+
+
 def _print_eval(label: str, ev: dict) -> None:
     keys = [k for k in ("train/success", "heldout/success", "train/reward", "heldout/reward")
             if k in ev]
@@ -429,12 +446,9 @@ def _summarize(workdir: str, warm: dict, final: dict, wall: float) -> dict:
     with open(os.path.join(workdir, "summary.txt"), "w") as f:
         f.write(text + "\n")
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    plot_curves(records, os.path.join(workdir, "learning_curves.png"), [
-        ("warm start", SFT, ["nll"]),
-        ("RL reward", RL, ["reward", "success"]),
-        ("evaluation", "eval", ["train/success", "heldout/success"]),
-        ("mismatch", RL, ["mismatch/pearson", "entropy"]),
-    ])
+    plot_curves(records, os.path.join(workdir, "learning_curves.png"), CURVES,
+                title=f"{os.path.basename(os.path.abspath(workdir))}: warm start, RL and "
+                      f"evaluation (raw points faint, moving average solid)")
     return summary
 
 

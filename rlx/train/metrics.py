@@ -119,27 +119,63 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
 
 
+def smooth(ys: Sequence[float], frac: float = 0.1) -> np.ndarray:
+    """An exponential moving average whose time constant is `frac` of the series (bias-corrected,
+    so the first points are not pulled toward 0)."""
+    ys = np.asarray(ys, np.float64)
+    alpha = 1.0 / max(1.0, frac * len(ys))
+    out, acc, norm = np.empty_like(ys), 0.0, 0.0
+    for i, y in enumerate(ys):
+        acc, norm = (1 - alpha) * acc + alpha * y, (1 - alpha) * norm + alpha
+        out[i] = acc / norm
+    return out
+
+
 def plot_curves(records: list[dict], path: str,
-                panels: Sequence[tuple[str, str, Sequence[str]]]) -> None:
-    """Writes a PNG with one panel per (title, stage, metric keys) from JSONL records."""
+                panels: Sequence[tuple[str, str, Sequence[str]]], *, title: str = "",
+                columns: int = 4) -> None:
+    """Writes a PNG with one panel per (title, stage, metric keys) from JSONL records: the raw
+    points faint, an exponential moving average on top (series longer than 20 points), panels
+    without data left out, `columns` panels per row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (title, stage, keys) in zip(axes[0], panels, strict=True):
+    series = []
+    for panel_title, stage, keys in panels:
+        lines = []
         for key in keys:
-            pts = [(r["step"], r[key]) for r in records
-                   if r.get("stage") == stage and r.get(key) is not None]
+            pts = sorted((r["step"], r[key]) for r in records
+                         if r.get("stage") == stage and r.get(key) is not None)
             if pts:
-                xs, ys = zip(*sorted(pts), strict=True)
-                ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
-        ax.set_title(title)
-        ax.set_xlabel(f"{stage} step")
+                lines.append((key, *zip(*pts, strict=True)))
+        if lines:
+            series.append((panel_title, stage, lines))
+    if not series:
+        series = [("no metrics recorded", "", [])]
+    cols = min(columns, len(series))
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(series):]:
+        ax.set_visible(False)
+    for ax, (panel_title, stage, lines) in zip(axes.flat, series, strict=False):
+        for i, (key, xs, ys) in enumerate(lines):
+            color = f"C{i}"
+            if len(xs) > 20:
+                ax.plot(xs, ys, ".", color=color, alpha=0.2, markersize=3)
+                ax.plot(xs, smooth(ys), color=color, label=key)
+            else:
+                ax.plot(xs, ys, marker="o", color=color, label=key)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel(f"{stage} step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if len(lines) > 1:
             ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
