@@ -57,8 +57,9 @@ def _seq_mean_token_mean(loss_mat, mask, num_tokens, num_seqs, horizon):
 
 @AGG_MODES.register("seq-mean-token-sum-norm")
 def _seq_mean_token_sum_norm(loss_mat, mask, num_tokens, num_seqs, horizon):
+    # verl: sum(row token sums) / horizon -- a sum over rows despite the name, no mean.
     horizon = mask.shape[-1] if horizon is None else horizon
-    return _seq_mean_token_sum(loss_mat, mask, num_tokens, num_seqs, None) / horizon
+    return masked_sum(loss_mat, mask) / horizon
 
 
 def agg_loss(loss_mat: Array, mask: Array, mode: str = "token-mean", *,
@@ -69,10 +70,12 @@ def agg_loss(loss_mat: Array, mask: Array, mode: str = "token-mean", *,
     - "token-mean": sum(loss * mask) / num_tokens (default: tokens in `mask`).
     - "seq-mean-token-sum": mean over rows that have tokens of each row's token sum.
     - "seq-mean-token-mean": mean over rows that have tokens of each row's token mean.
-    - "seq-mean-token-sum-norm": "seq-mean-token-sum" / horizon, a CONSTANT normalizer
-      (Dr.GRPO). verl's default horizon is the response length of its [B, response_len] tensors;
-      rlx rows also hold the prompt, so pass `horizon` = the max number of generated tokens to
-      match verl (default here: T, the row length).
+    - "seq-mean-token-sum-norm": the sum over rows of each row's token sum, divided by
+      `horizon`, a CONSTANT normalizer (Dr.GRPO) -- verl's formula: despite the name there is
+      no mean over rows, so the value grows with the number of rows. verl's horizon is the
+      response length of its [B, response_len] tensors; rlx rows also hold the prompt, so pass
+      `horizon` = the max number of generated tokens to match verl (default here: T, the row
+      length). `num_seqs` does not enter.
 
     `num_tokens` / `num_seqs` override the local counts with global ones (verl's
     `batch_num_tokens` / `global_batch_size`), for gradient accumulation over micro-batches.

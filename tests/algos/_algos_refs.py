@@ -81,6 +81,13 @@ def np_returns(r, m, gamma):
 
 
 def np_agg(loss, mask, mode, horizon=None):
+    """verl's `agg_loss` (verl/trainer/ppo/core_algos.py), written from its formulas:
+    token-mean = sum(l*m)/sum(m); seq-mean-token-sum = mean_i sum_t l*m; seq-mean-token-mean =
+    mean_i (sum_t l*m / sum_t m); seq-mean-token-sum-norm = sum_i sum_t l*m / horizon (a sum
+    over rows, no mean; horizon = the mask's length unless given). Rows without tokens are left
+    out of the seq-means."""
+    if mode == "seq-mean-token-sum-norm":
+        return (loss * mask).sum() / (mask.shape[1] if horizon is None else horizon)
     if mode == "token-mean":
         n = mask.sum()
         return (loss * mask).sum() / n if n else 0.0
@@ -92,6 +99,4 @@ def np_agg(loss, mask, mode, horizon=None):
     seq = np.mean([(loss[i] * mask[i]).sum() for i in rows])
     if mode == "seq-mean-token-sum":
         return seq
-    if mode == "seq-mean-token-sum-norm":
-        return seq / (mask.shape[1] if horizon is None else horizon)
     raise ValueError(mode)

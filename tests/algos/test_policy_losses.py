@@ -57,7 +57,13 @@ def test_agg_loss_global_normalizers(batch):
         **TOL)
     np.testing.assert_allclose(
         float(algos.agg_loss(loss, mask, "seq-mean-token-sum-norm", horizon=4096)),
-        np.mean(rows) / 4096, **TOL)
+        sum(rows) / 4096, **TOL)
+    # verl's value on a hand-made batch: rows' token sums 3 and 5 (the empty row adds nothing),
+    # summed, over a horizon of 4 -- not their mean over 4 (1.0).
+    hand = algos.agg_loss(jnp.array([[1.0, 2.0, 9.0], [5.0, 7.0, 7.0], [4.0, 4.0, 4.0]]),
+                          jnp.array([[1, 1, 0], [1, 0, 0], [0, 0, 0]]),
+                          "seq-mean-token-sum-norm", horizon=4)
+    assert float(hand) == 2.0
 
 
 def test_agg_loss_empty_mask_is_zero_and_unknown_mode_lists_modes():
