@@ -110,6 +110,22 @@ def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0,
 
 # -- RL batch preparation (one jit) --------------------------------------------------------------
 
+class _CompileCounter:
+    """Counts XLA compilations in this process (JAX's monitoring events). Each RL step logs how
+    many it triggered (`compiles`): after the first step, only a new `row_width` bucket should."""
+
+    def __init__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+    def _on_event(self, name: str, duration: float, **kwargs) -> None:
+        if name == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+COMPILES = _CompileCounter()
+
+
 def trim_time(traj: Trajectory, bucket: int = 64) -> Trajectory:
     """`traj` with its [B,T] arrays cut to the longest row rounded up to `bucket`: the
     log-prob passes and the update then cost what the episodes are long, not what the buffer
@@ -347,6 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for step in range(meta["rl_step"], rl_steps):
         k = jax.random.fold_in(k_rl, step)
         k_roll, k_upd = jax.random.split(k)
+        compiles_before = COMPILES.count
         t0 = time.perf_counter()
         traj = run_episodes(s.policy, state["train"].params, s.env, s.env_params, k_roll,
                             **s.sampling)
@@ -367,7 +384,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         n_tok = float(jnp.sum(traj.length))
         m.update(time_rollout=t1 - t0, time_prepare=t2 - t1, time_update=t3 - t2,
                  rollout_tokens_per_s=n_tok / (t1 - t0), update_tokens_per_s=n_tok / (t3 - t2),
-                 skipped_total=train.skipped)
+                 skipped_total=train.skipped, row_width=traj.tokens.shape[1],
+                 compiles=COMPILES.count - compiles_before)
         meta["rl_step"] = step + 1
         if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < rl_steps:
             ev = evaluate_all(s, train.params)

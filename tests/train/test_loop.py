@@ -131,6 +131,13 @@ def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
     records = [json.loads(line) for line in open(os.path.join(full, "metrics.jsonl"))]
     rl = [r for r in records if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == list(range(1, 7))
+    # No recompilation after the first RL step, except for a row width (bucket) not seen before.
+    seen = {rl[0]["row_width"]}
+    for r in rl[1:]:
+        if r["row_width"] in seen:
+            assert r["compiles"] == 0, r
+        seen.add(r["row_width"])
+    assert rl[0]["compiles"] > 0
     for key in ("reward", "reward/correct", "success", "entropy", "kl_ref", "clipfrac",
                 "grad_norm", "skipped", "mismatch/pearson", "mismatch/max_abs_dp",
                 "mismatch/k3_kl", "mismatch/frac_ratio_out", "rounds", "tool_calls",
