@@ -602,24 +602,36 @@ def adversarial_fn(env, size=48):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fuzz(name):
+    _fuzz(name, "train", batch=512, rounds=10)   # up to 5120 actions, 1/6 uniform random ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["train", "heldout"])
+@pytest.mark.parametrize("name", NAMES)
+def test_fuzz_100k_actions_per_env_and_split(name, split):
+    for seed in range(5):  # 5 x 2048 episodes x 10 rounds = 102,400 actions
+        _fuzz(name, split, batch=2048, rounds=10, seed=seed)
+
+
+def _fuzz(name, split, batch, rounds, seed=13):
     env, params, _, _ = setup(name)
+    params = params.replace(split=jnp.asarray(1 if split == "heldout" else 0, jnp.int32))
     vocab = env.tokenizer.vocab_size
-    batch, rounds = 512, 10   # up to 5120 actions, 1/6 of them uniform random ids
 
     run = jax.jit(lambda k: play(env, params, k, batch, adversarial_fn(env), max_rounds=rounds))
-    ep = run(jax.random.PRNGKey(13))
+    ep = run(jax.random.PRNGKey(seed))
     toks = np.asarray(ep.tokens)
     assert toks.min() >= 0 and toks.max() < vocab
     assert np.isfinite(np.asarray(ep.reward)).all()
     info = jax.tree.map(np.asarray, ep.info)
-    assert info["turns"].sum() > 3000
+    assert info["turns"].sum() > 0.6 * batch * rounds
     assert (info["turns"] == np.asarray(ep.rounds)).all()
     # Every round was exactly one of: a call, a malformed action, an answer, a give-up (EOS).
     gave_up = np.asarray(ep.done) & ~info["answered"]
     assert (info["tool_calls"] + info["invalid_calls"] + info["answered"] + gave_up
             == info["turns"]).all()
     assert (info["correct"] <= info["answered"]).all()
-    assert info["invalid_calls"].sum() > 500 and info["tool_calls"].sum() > 500
+    assert info["invalid_calls"].sum() > batch and info["tool_calls"].sum() > batch
     assert info["correct"].any() and info["tool_errors"].sum() > 0
     assert (np.asarray(ep.length) <= toks.shape[1]).all()
 
