@@ -38,6 +38,12 @@ STAGE1 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmst
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(arg, quick=False, steps=0, copy_steps=400, canonical=False,
                          stage2=False, init="")
+    if a.init and not a.stage2:
+        raise ValueError(f"config arg init={a.init!r} is for stage2 only (stage 1 starts from "
+                         f"random weights)")
+    if a.stage2 and a.canonical:
+        raise ValueError("config args stage2 and canonical do not combine: stage 2 continues "
+                         "the all-axes recipe")
     c = toolcalc_grpo.get_config("scratch,quick" if a.quick else "scratch")
     c.unlock()
     c.rl.steps = 0

@@ -16,9 +16,11 @@ printed is also written as JSON: to `<workdir>/eval[-step<N>].json` with `--work
 """
 
 import json
+import math
 import os
 
 from absl import app, flags, logging
+import numpy as np
 from ml_collections import config_flags
 
 from rlx.envs.scaffold import AXES
@@ -56,7 +58,7 @@ def main(argv):
     step = metrics.pop("step")
     print(f"checkpoint step {step}")
     record = {"workdir": _WORKDIR.value, "step": step, "samples": _SAMPLES.value,
-              "temperature": _TEMPERATURE.value, "metrics": dict(metrics)}
+              "temperature": metrics.pop("temperature"), "metrics": dict(metrics)}
     by_variant = {k: metrics.pop(k) for k in [k for k in metrics if k.endswith("/by_variant")]}
     for key in sorted(metrics):
         print(f"  {key:32s} {metrics[key]:8.3f}")
@@ -85,8 +87,22 @@ def main(argv):
         _WORKDIR.value, "eval.json" if _STEP.value is None else f"eval-step{_STEP.value}.json"))
     if out:
         with open(out, "w") as f:
-            json.dump(record, f, indent=2, default=float)
+            json.dump(_plain(record), f, indent=2, allow_nan=False)
         print(f"wrote {out}")
+
+
+def _plain(x):
+    """`x` with numpy scalars as Python numbers, tuples as lists and non-finite floats as None
+    (so eval.json is strict JSON)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 if __name__ == "__main__":

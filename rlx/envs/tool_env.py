@@ -117,6 +117,9 @@ def default_params(**overrides: Any) -> ToolEnvParams:
         if not low <= value <= high:
             raise ValueError(f"env.{key}={value!r} is not allowed; allowed: {low} <= {key} "
                              f"<= {high}")
+    if vals["min_steps"] > vals["num_steps"]:
+        raise ValueError(f"env.min_steps={vals['min_steps']} is not allowed; allowed: "
+                         f"0 <= min_steps <= num_steps={vals['num_steps']}")
     dtypes = dict(fault_rate=jnp.float32, hackable=jnp.bool_, vary=jnp.bool_)
     return ToolEnvParams(**{k: jnp.asarray(v, dtypes.get(k, jnp.int32)) for k, v in vals.items()})
 

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from rlx.files import read_json_object
 from rlx.models.config import DTYPES, ROPE_TYPES, ModelConfig
 from rlx.models.hf_safetensors import SafetensorsDir, write_sharded
 
@@ -416,12 +417,12 @@ def load(path: str, *, mesh: Mesh | None = None, rules=None,
         names = ([spec.name.format(i=i) for i in range(cfg.n_layers)] if spec.layered
                  else [spec.name])
         views = []
+        want = leaf.shape[1:] if spec.layered else leaf.shape
+        want_hf = jax.eval_shape(spec.to_hf, jax.ShapeDtypeStruct(want, leaf.dtype)).shape
         for name in names:
             if name not in reader:
                 raise ValueError(f"{path}: tensor {name!r} is missing (needed for rlx param "
                                  f"{'/'.join(keys)}; config: {_feature_summary(cfg)})")
-            want = leaf.shape[1:] if spec.layered else leaf.shape
-            want_hf = jax.eval_shape(spec.to_hf, jax.ShapeDtypeStruct(want, leaf.dtype)).shape
             if reader.shape(name) != tuple(want_hf):
                 raise ValueError(f"{path}: tensor {name!r} has shape {reader.shape(name)} but "
                                  f"config.json implies {tuple(want_hf)} (rlx param "
@@ -472,15 +473,7 @@ def _read_json(path: str, name: str) -> dict:
     file = os.path.join(path, name)
     if not os.path.exists(file):
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory: no {name}")
-    with open(file, "rb") as f:
-        raw = f.read()
-    try:
-        out = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
-    if not isinstance(out, dict):
-        raise ValueError(f"{file}: expected a JSON object, got a {type(out).__name__}")
-    return out
+    return read_json_object(file)
 
 
 def _to_config_dict(cfg: ModelConfig) -> ml_collections.ConfigDict:

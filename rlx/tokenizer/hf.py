@@ -11,11 +11,11 @@ transformers' fast tokenizers wrap); one with only a SentencePiece `tokenizer.mo
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rlx.files import read_json_object
 from rlx.tokenizer.base import Tokenizer
 
 # Named special tokens of tokenizer_config.json, passed to chat templates as variables.
@@ -60,7 +60,7 @@ class HFTokenizer(Tokenizer):
             import tokenizers
         except ImportError as e:
             raise ImportError("reading a Hugging Face tokenizer needs the `tokenizers` package: "
-                              "pip install -r requirements-hf.txt") from e
+                              'pip install "rlx[hf]" (or -r requirements-hf.txt)') from e
 
         tok_file = os.path.join(path, "tokenizer.json")
         if not os.path.exists(tok_file):
@@ -73,7 +73,7 @@ class HFTokenizer(Tokenizer):
         for name in ("special_tokens_map.json", "tokenizer_config.json"):
             file = os.path.join(path, name)
             if os.path.exists(file):
-                config.update(_read_json(file))
+                config.update(read_json_object(file))
         template = None
         jinja_file = os.path.join(path, "chat_template.jinja")
         json_file = os.path.join(path, "chat_template.json")
@@ -81,7 +81,7 @@ class HFTokenizer(Tokenizer):
             with open(jinja_file) as f:
                 template = f.read()
         elif os.path.exists(json_file):
-            template = _read_json(json_file).get("chat_template")
+            template = read_json_object(json_file).get("chat_template")
             if not isinstance(template, str):
                 raise ValueError(f"{json_file} has no string 'chat_template'")
         return cls(tok, config, template)
@@ -159,20 +159,6 @@ def load(path: str) -> Tokenizer:
 
         return SentencePieceTokenizer.load(os.path.join(path, "tokenizer.model"))
     raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer.model")
-
-
-
-
-def _read_json(file: str) -> dict:
-    """A JSON object from `file`; errors name the file."""
-    try:
-        with open(file, "rb") as f:
-            out = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
-    if not isinstance(out, dict):
-        raise ValueError(f"{file}: expected a JSON object, got a {type(out).__name__}")
-    return out
 
 
 __all__ = ["HFTokenizer", "load"]

@@ -86,13 +86,24 @@ class Checkpointer:
         """(state, meta, step) of the newest step that restores; `target_of(meta)` gives the
         restore target of a step from its metadata. Each step that fails is reported on stderr;
         once an older one restores, the failed ones are moved aside (the run will write those
-        step numbers again). Raises FileNotFoundError if there are no steps, RuntimeError if none
-        restores (naming every step and its reason, and moving nothing)."""
+        step numbers again).
+
+        The fallback stays within the stage (`meta["stage"]`) of the newest step: when every
+        step of that stage fails -- as it does when the state's structure changed, not the
+        files -- nothing is moved and a RuntimeError names every step and its reason. Also
+        raised when no step restores; FileNotFoundError when there are none."""
         failed: list[tuple[int, str]] = []
+        stage = None  # the stage of the newest step, where its metadata is readable
         for step in sorted(self.all_steps(), reverse=True):
             path = os.path.join(self.directory, str(step))
+            meta = None
             try:
                 meta = self.restore_meta(step)
+                if stage is not None and meta.get("stage") != stage:
+                    failed.append((step, f"step {step} ({path}) is from stage "
+                                         f"{meta.get('stage')!r}, not {stage!r}: not falling back "
+                                         f"across stages"))
+                    break
                 state, meta = self.restore(step, target_of(meta))
             except Exception as e:  # noqa: BLE001 -- any failure: report it, try an older step
                 lines = str(e).strip().splitlines()
@@ -100,14 +111,16 @@ class Checkpointer:
                 failed.append((step, f"step {step} ({path}): {reason}"))
                 print(f"checkpoint step {step} at {path} cannot be restored ({reason}); "
                       f"trying an older step", file=sys.stderr, flush=True)
+                if stage is None and not failed[:-1] and isinstance(meta, dict):
+                    stage = meta.get("stage")
                 continue
             for bad, _ in failed:
                 print(f"checkpoint step {bad} moved to {self._move_aside(bad)}; resuming from "
                       f"step {step}", file=sys.stderr, flush=True)
             return state, meta, step
         if failed:
-            raise RuntimeError(f"no checkpoint in {self.directory} can be restored:\n  "
-                               + "\n  ".join(reason for _, reason in failed))
+            raise RuntimeError(f"no checkpoint in {self.directory} can be restored (nothing was "
+                               f"moved):\n  " + "\n  ".join(reason for _, reason in failed))
         raise FileNotFoundError(f"no checkpoint in {self.directory}")
 
     def _move_aside(self, step: int) -> str:

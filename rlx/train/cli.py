@@ -5,6 +5,7 @@ unknown key there ends in a bare `AttributeError: "'b'"` traceback. `check_overr
 config the command names, walks every override's path and refuses an unknown key by name, with the
 keys allowed at that level and the closest ones ("did you mean ..."). The experiment scripts call
 it through `run(main)` in place of `absl.app.run(main)`, which also makes an error end the process.
+Only `--config.a.b=value` and `--config.a.b value` are checked (not `--flagfile` contents).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def run(main: Callable, default_config: str | None) -> None:
     def guarded(argv):
         try:
             return main(argv)
+        except app.UsageError:
+            raise  # absl prints the usage line
         except Exception:  # noqa: BLE001 -- report and exit; never hang at interpreter shutdown
             traceback.print_exc()
             sys.stdout.flush()

@@ -127,8 +127,8 @@ def evaluate_checkpoint(workdir: str | None, step: int | None = None,
     `workdir=None`, evaluates the parameters `config` starts from (e.g. the warm start).
     `samples`, `temperature`: as in `loop.evaluate` (pass@k with samples > 1).
 
-    Returns (metrics `{split}/{name}` plus `{split}/by_variant` (`success_by_variant`),
-    {split: rendered episodes}).
+    Returns (metrics `{split}/{name}` plus `{split}/by_variant` (`success_by_variant`), `step`
+    and the sampling `temperature` used, {split: rendered episodes}).
     """
     if workdir is None:
         if config is None:
@@ -136,7 +136,8 @@ def evaluate_checkpoint(workdir: str | None, step: int | None = None,
         (s, params), step = initial_params(config), "initial"
     else:
         s, step, params = restore_params(workdir, step, config)
-    metrics, examples = {"step": step}, {}
+    used = s.config.eval.temperature if temperature is None else temperature
+    metrics, examples = {"step": step, "temperature": float(used)}, {}
     for split in ("train", "heldout"):
         m, traj = loop.evaluate(s, params, split, samples, temperature)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})

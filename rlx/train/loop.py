@@ -317,6 +317,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         trim_jsonl(os.path.join(workdir, "metrics.jsonl"),
                    lambda r: r["step"] <= done.get(r["stage"], 0))
     else:
+        # A run that died before its first checkpoint left metrics of steps about to be redone.
+        stale = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(stale):
+            os.replace(stale, os.path.join(workdir, f"metrics.{time.strftime('%Y%m%dT%H%M%S')}"
+                                                    ".jsonl"))
         state = jax.device_put({"train": TrainState.create(run.init_params(k_init), run.sft_opt)},
                                run.state_sh[SFT])
 
@@ -416,12 +421,18 @@ def _finished_summary(workdir: str, ckpt: Checkpointer, config) -> dict | None:
     path = os.path.join(workdir, "summary.json")
     if ckpt.latest_step() is None or not os.path.exists(path):
         return None
-    meta = ckpt.restore_meta(ckpt.latest_step())
-    if (meta.get("stage") != RL or meta.get("final_written_at") != config.rl.steps
+    try:
+        meta = ckpt.restore_meta(ckpt.latest_step())
+        with open(path) as f:
+            summary = json.load(f)
+    except Exception:  # noqa: BLE001 -- damaged: not finished; the resume path reports it
+        return None
+    # The end of the run: RL done (for rl.steps=0 the warm-start checkpoint is the last one),
+    # and summary.json written after it.
+    if (meta.get("stage") != RL or meta.get("rl_step") != config.rl.steps
             or meta.get("sft_step") != config.sft.steps):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return summary
 
 
 # The panels of learning_curves.png: (title, stage, metric keys), one quantity per panel.

@@ -26,7 +26,7 @@ class MetricsWriter:
     (`<workdir>/tb`, tags `<stage>/<name>`). Resumed runs append to the same files.
 
     Non-finite values (NaN, inf) are written as JSON `null`, so every line stays valid JSON; each
-    record that has some says so on stderr, and `nonfinite` counts them over the run."""
+    record that has some says so on stderr, and `nonfinite` counts them in this process."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
         os.makedirs(workdir, exist_ok=True)
@@ -45,7 +45,7 @@ class MetricsWriter:
         if bad:
             self.nonfinite += len(bad)
             print(f"metrics: {len(bad)} non-finite value(s) at {stage} step {step} written as "
-                  f"null: {', '.join(bad)} ({self.nonfinite} in this run)", file=sys.stderr,
+                  f"null: {', '.join(bad)} ({self.nonfinite} in this process)", file=sys.stderr,
                   flush=True)
         record = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
         self._file.write(json.dumps({"stage": stage, "step": int(step), **record},

@@ -71,7 +71,7 @@ class UpdateConfig:
     clip_high: float = 0.28
     clip_c: float = 0.0           # dual-clip constant for ppo; 0 disables it
     loss_agg_mode: str = "token-mean"
-    horizon: int = 0              # constant normalizer of seq-mean-token-sum-norm (0: row length)
+    horizon: int = 0              # constant normalizer of seq-mean-token-sum-norm (required there)
     epochs: int = 1
     num_minibatches: int = 1
     temperature: float = 1.0      # the sampler's temperature: log-probs are of logits / T
@@ -92,6 +92,11 @@ class UpdateConfig:
         if cfg.loss_agg_mode not in algos.AGG_MODES:
             raise ValueError(f"rl.loss_agg_mode={cfg.loss_agg_mode!r} is unknown; "
                              f"known: {algos.AGG_MODES.names()}")
+        if cfg.loss_agg_mode == "seq-mean-token-sum-norm" and cfg.horizon <= 0:
+            raise ValueError("rl.loss_agg_mode='seq-mean-token-sum-norm' needs rl.horizon > 0, "
+                             f"a constant normalizer (got {cfg.horizon}; rows are trimmed to "
+                             "their longest episode, so the row length changes from step to "
+                             "step); e.g. rollout.max_rounds * rollout.max_new_tokens")
         from rlx.algos.kl import KL_ALIASES
 
         if cfg.kl_estimator not in algos.KL_ESTIMATORS and cfg.kl_estimator not in KL_ALIASES:
@@ -157,7 +162,8 @@ def make_update_step(policy: Policy, optimizer: optax.GradientTransformation, cf
     def critic_objective(cparams, mb: RLBatch):
         values = critic.values(cparams, mb.tokens)
         return algos.value_loss(values, mb.returns, mb.old_values, mb.policy_mask,
-                                clip=cfg.value_clip, loss_agg_mode=cfg.loss_agg_mode)
+                                clip=cfg.value_clip, loss_agg_mode=cfg.loss_agg_mode,
+                                horizon=cfg.horizon or None)
 
     def minibatch_step(state: TrainState, mb: RLBatch):
         (loss, metrics), grads = jax.value_and_grad(policy_objective, has_aux=True)(

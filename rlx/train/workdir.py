@@ -32,18 +32,22 @@ def default_workdir(config_spec: str) -> str:
     return os.path.join("runs", name)
 
 
-def portable(value: Any) -> Any:
-    """`value` (a nested dict from a config) with absolute paths inside the repository made
-    relative to it."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
-        rel = os.path.relpath(value, REPO_ROOT)
-        if not rel.startswith(".."):
-            return rel
-    return value
+# Config paths stored relative to the repository when they point inside it; whoever reads one
+# back resolves it with `resolve_path` (`setup.hf_path` does for `init.hf_path`).
+REPO_PATH_KEYS = (("init", "hf_path"),)
+
+
+def portable(record: dict) -> dict:
+    """`record` (a config as a nested dict) with the `REPO_PATH_KEYS` paths that lie inside the
+    repository made relative to it; everything else as it is."""
+    record = json.loads(json.dumps(record))
+    for section, key in REPO_PATH_KEYS:
+        value = (record.get(section) or {}).get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            rel = os.path.relpath(value, REPO_ROOT)
+            if not rel.startswith(".."):
+                record[section][key] = rel
+    return record
 
 
 def resolve_path(path: str) -> str:
@@ -77,7 +81,7 @@ def config_diff(stored: dict, new: dict) -> list[str]:
     for key in sorted(set(a) | set(b)):
         old, cur = a.get(key, missing), b.get(key, missing)
         if old != cur:
-            show = lambda v: "(absent)" if v is missing else json.dumps(v)  # noqa: E731
+            show = lambda v: "(absent)" if v is missing else json.dumps(v)
             lines.append(f"{key}: {show(old)} -> {show(cur)}")
     return lines
 
