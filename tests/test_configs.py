@@ -14,6 +14,7 @@ from rlx.train import setup as setup_lib
     (toolcalc_grpo, None), (toolcalc_grpo, "quick"), (toolcalc_grpo, "scratch,axes=all_axes"),
     (toolcalc_grpo, "loss=gspo"), (toolcalc_ppo, None), (toolcalc_cispo, None),
     (toolcalc_sft, None), (toolcalc_sft, "canonical"), (toolcalc_sft, "quick"),
+    (toolcalc_sft, "stage2"),
 ])
 def test_configs_build(module, arg):
     c = module.get_config(arg)

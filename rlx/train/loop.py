@@ -401,9 +401,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         if (step + 1) % config.checkpoint.every == 0 and step + 1 < rl_steps:
             save(meta)
 
-    final = evaluate_all(s, state["train"].params, config.eval.get("pass_k", 0),
-                         config.eval.get("pass_k_tasks") or None)
-    if meta.get("final_written_at") != rl_steps:
+    if rl_steps == 0 and meta.get("warm_start"):
+        final = meta["warm_start"]  # no RL: the warm-start evaluation is the final one
+    else:
+        final = evaluate_all(s, state["train"].params, config.eval.get("pass_k", 0),
+                             config.eval.get("pass_k_tasks") or None)
+    if rl_steps > 0 and meta.get("final_written_at") != rl_steps:
         writer.write("eval", rl_steps, final)
     meta["final_written_at"] = rl_steps
     save(meta)
