@@ -1,7 +1,10 @@
-"""Supervised warm start: the recipe of the shipped `rlx/assets/toolcalc_warmstart`.
+"""Supervised warm start: the recipe of the shipped `rlx/assets/toolcalc_warmstart` (two stages).
 
     python -m experiments.train --config=configs/toolcalc_sft.py --workdir=runs/warmstart
-    python -m experiments.export_hf --workdir=runs/warmstart --out=rlx/assets/toolcalc_warmstart
+    python -m experiments.export_hf --workdir=runs/warmstart \
+        --out=rlx/assets/toolcalc_warmstart_stage1
+    python -m experiments.train --config=configs/toolcalc_sft.py:stage2 --workdir=runs/ws2
+    python -m experiments.export_hf --workdir=runs/ws2 --out=rlx/assets/toolcalc_warmstart
 
 The tiny model from random weights. First `copy_steps` steps on the copy corpus alone (rows
 packed with short random sequences, each repeated once: the induction skill behind copying a
@@ -17,11 +20,11 @@ It is evaluated greedily on 128 frozen all-axes train and held-out episodes ever
 `quick`, `steps=N`, `copy_steps=N`, `canonical` (canonical-scaffold demos and the copy corpus
 only), `stage2` (see below), `init=<Hugging Face dir>` (the checkpoint `stage2` starts from).
 
-`stage2` continues a finished first stage (by default the stage-1 checkpoint in rlx/assets/)
-for `steps` (default 2500) more steps at lr 1e-3, adding the `recall` corpus (lookup lists of
-random ids: find an entry by its one-id description, copy its name) to the mixture:
-
-    python -m experiments.train --config=configs/toolcalc_sft.py:stage2 --workdir=runs/ws2
+`stage2` continues a finished first stage (by default `rlx/assets/toolcalc_warmstart_stage1`)
+for `steps` (default 2000) more steps at lr 1e-3 (cosine), adding the `recall` corpus (lookup
+lists of random ids: find an entry by its one-id description, copy its name) to the mixture.
+What each stage reaches is in docs/RESULTS.md ("Warm start");
+rlx/assets/toolcalc_warmstart/metrics.json holds the stage-2 run's curve.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = toolcalc_grpo.get_config("scratch,quick" if a.quick else "scratch")
     c.unlock()
     c.rl.steps = 0
-    c.sft.steps = 20 if a.quick else (a.steps or (2500 if a.stage2 else 1500))
+    c.sft.steps = 20 if a.quick else (a.steps or (2000 if a.stage2 else 1500))
     c.sft.batch_size = 16
     # First the copy corpus alone (the induction skill every reading task needs), then oracle
     # demos mixed over scaffold-axis sets with the copy corpus kept in. `canonical`: the same
