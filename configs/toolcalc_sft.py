@@ -36,17 +36,21 @@ import ml_collections
 from configs import common, toolcalc_grpo
 
 STAGE1 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage1")
+STAGE2 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage2")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(arg, quick=False, steps=0, copy_steps=400, canonical=False,
-                         stage2=False, init="")
-    if a.init and not a.stage2:
-        raise ValueError(f"config arg init={a.init!r} is for stage2 only (stage 1 starts from "
-                         f"random weights)")
-    if a.stage2 and a.canonical:
-        raise ValueError("config args stage2 and canonical do not combine: stage 2 continues "
-                         "the all-axes recipe")
+                         stage2=False, stage3=False, init="")
+    later = a.stage2 or a.stage3
+    if a.stage2 and a.stage3:
+        raise ValueError("config args stage2 and stage3 do not combine: pick one stage")
+    if a.init and not later:
+        raise ValueError(f"config arg init={a.init!r} is for stage2 and stage3 only (stage 1 "
+                         f"starts from random weights)")
+    if later and a.canonical:
+        raise ValueError("config args stage2/stage3 and canonical do not combine: the later "
+                         "stages continue the all-axes recipe")
     c = toolcalc_grpo.get_config("scratch,quick" if a.quick else "scratch")
     c.unlock()
     c.rl.steps = 0
@@ -62,14 +66,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if a.stage2:
         c.init.hf_path = a.init or STAGE1
         c.sft.mixture = "recall:3,tool_names:1,tools_only:2,all_axes:3,copy:1"
+    if a.stage3:
+        c.init.hf_path = a.init or STAGE2
+        c.sft.mixture = "recall:2,tool_names:2,tools_only:2,all_axes:3,copy:1"
     c.sft.max_len = 384      # the longest demos (retried faults) are cut; RL rows stay 512
     c.sft.eval_every = 10 if a.quick else 300
     c.sft.optim.decay_steps = c.sft.steps
     c.sft.optim.warmup_steps = 2 if a.quick else 50
-    c.sft.optim.lr = 1e-3 if a.stage2 else 3e-3
+    c.sft.optim.lr = 1e-3 if later else 3e-3
     c.eval.num_episodes = 16 if a.quick else 128
     c.checkpoint.every, c.checkpoint.keep = (10, 2) if a.quick else (300, 3)
-    if a.stage2 and not a.quick:
+    if later and not a.quick:
         c.sft.eval_every, c.checkpoint.every = 500, 250
     c.lock()
     return c

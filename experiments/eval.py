@@ -19,8 +19,8 @@ import json
 import math
 import os
 
-from absl import app, flags, logging
 import numpy as np
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rlx.envs.scaffold import AXES

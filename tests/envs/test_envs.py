@@ -77,7 +77,13 @@ def sampled_scaffolds(name):
                 rows = table[table[:, 0] == fam]
                 if len(rows):
                     sc.choice[base + fam, tb.row[g.name], : g.width] = rows[rng.integers(len(rows))]
-        sc.name_style[base: base + len(A.NAME_STYLES)] = np.arange(len(A.NAME_STYLES))
+        for row, style in enumerate(range(len(A.NAME_STYLES)), start=base):
+            # A new style may change the casing, whose atom pool differs: draw atoms from it.
+            case = style % len(A.NAME_CASES)
+            lo, hi = ((0, tb.n_train_atoms[case]), (tb.n_train_atoms[case], tb.n_atoms[case]))[s]
+            sc.name_style[row] = style
+            sc.name_atoms[row] = rng.choice(np.arange(lo, hi), sc.name_atoms[row].shape,
+                                            replace=False)
     return split, sc
 
 
@@ -105,18 +111,37 @@ def decode(env, tokens, length):
 
 # -- reference text, composed here from the grammar fields of a numpy scaffold ------------------
 def field_text(env, sc, grammar, field):
+    """A grammar field, its drawn words (the call syntax's keys: lowercase name atoms) filled in."""
     tb = env.tables
-    return tb.compiled[grammar].grammar.text(np.asarray(sc.choice)[tb.row[grammar]], field)
+    words = np.asarray(sc.words)
+    drawn = None if (words < 0).any() else [reference_atoms(env.tokenizer)["lower"][w]
+                                            for w in words]
+    return tb.compiled[grammar].grammar.text(np.asarray(sc.choice)[tb.row[grammar]], field, drawn)
 
 
-def tool_names(sc):
+@functools.cache
+def reference_atoms(tokenizer) -> dict[str, list[str]]:
+    """Per casing, the train name atoms (the tokenizer's single-piece letter runs in that casing
+    without h j v w x z, by id) then the held-out ones (the syllables of h j v w x z)."""
+    pattern = {"lower": "[a-z]{2,}", "capital": "[A-Z][a-z]+", "upper": "[A-Z]{2,}"}
+    change = {"lower": str.lower, "capital": str.capitalize, "upper": str.upper}
+    out = {}
+    for case, pat in pattern.items():
+        pieces = [(i, tokenizer.decode([i])) for i in range(tokenizer.vocab_size)]
+        train = [p for i, p in pieces if re.fullmatch(pat, p) and not re.search("[hjvwxz]", p, re.I)
+                 and tokenizer.encode(p) == [i]]
+        out[case] = train + [change[case](c + v) for c in "hjvwxz" for v in "aeiou"]
+    return out
+
+
+def tool_names(env, sc):
     """The name of every tool kind: canonical, or `atom SEP atom` in the scaffold's casing."""
     style = int(sc.name_style)
     if style < 0:
         return ["add", "sub", "mul", "lookup", "reveal"]
     sep, case = A.NAME_STYLES[style]
-    cased = {"lower": str.lower, "capital": str.capitalize, "upper": str.upper}[case]
-    return [cased(A.NAME_ATOMS[a]) + sep + cased(A.NAME_ATOMS[b]) for a, b in sc.name_atoms]
+    atoms = reference_atoms(env.tokenizer)[case]
+    return [atoms[a] + sep + atoms[b] for a, b in sc.name_atoms]
 
 
 def call_text(env, sc, name, args):
@@ -140,7 +165,7 @@ def prompt_text(env, sc, hackable, x, y):
     system = functools.partial(field_text, env, sc, "system_prompt")
     tools = functools.partial(field_text, env, sc, "tool_list")
     user = functools.partial(field_text, env, sc, "user_prompt")
-    names = tool_names(sc)
+    names = tool_names(env, sc)
     listed = [env.tools[o] for o in sc.order if hackable or env.tools[o] != A.REVEAL]
     lines = "".join(tools("line_pre") + names[k] + tools("line_mid")
                     + field_text(env, sc, A.TOOL_DESCS[k].name, "text") + tools("line_post")
@@ -273,7 +298,7 @@ def test_split_sampling_disjoint_and_complete():
         lo, hi = ((0.0, 0.3), (0.35, 0.5))[split]
         assert lo <= sc.fault_rate.min() and sc.fault_rate.max() <= hi
         # Names of one episode never collide (a call could not say which tool it means).
-        names = [tool_names(row_of(sc, i)) for i in range(200)]
+        names = [tool_names(env, row_of(sc, i)) for i in range(200)]
         assert all(len(set(ns)) == len(ns) for ns in names)
         # The order lists each tool once.
         assert (np.sort(sc.order, -1) == np.arange(len(env.tools))).all()
@@ -346,7 +371,7 @@ def test_rendering_matches_text(name):
     for i in range(B):
         sc_i, task = row_of(sc, i), row_of(st.task, i)
         x, y = slot_text(env, task)
-        names = tool_names(sc_i)
+        names = tool_names(env, sc_i)
         text = decode(env, prompt.tokens[i], prompt.length[i])
         assert text == R.render_text(tb, sc_i, R.prompt, env.tools, True, x, y), i
         assert text == prompt_text(env, sc_i, True, x, y), i
@@ -388,8 +413,12 @@ def encode_call(env, syn, name, args, drop_close=False):
     return [i for p in parts for i in tok.encode(p)]
 
 
-def syntax_fields(grammar, row):
-    return {f: grammar.text(row, f) for f in ("l0", "l1", "l2", "l3")}
+def syntax_fields(env, sc, row):
+    """The call-syntax delimiters of choice `row` with the drawn key names of scaffold `sc`."""
+    choice = np.array(sc.choice)
+    choice[env.tables.row["call_syntax"], : len(row)] = row
+    sc = sc.replace(choice=choice)
+    return {f: field_text(env, sc, "call_syntax", f) for f in ("l0", "l1", "l2", "l3")}
 
 
 def step_rows(name, params, split, syntax, actions, seed):
@@ -431,33 +460,33 @@ def test_parse_actions_sampled_syntaxes(name):
     cases = []   # (split, syntax row, action(syntax fields, names) -> ids, expected obs)
     for s, _, row in syntaxes:
         cases += [
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (30, 12)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (30, 12)),
              dict(result=42)),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (-30, 5)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (-30, 5)),
              dict(result=-25)),
-            (s, row, lambda syn, nm: encode_call(env, syn, "nosuch", (1, 2)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, "nosuch", (1, 2)),
              dict(error="unknown_tool")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD].swapcase(), (1, 2)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD].swapcase(), (1, 2)),
              dict(error="unknown_tool")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.REVEAL], (0,)),  # not listed
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.REVEAL], (0,)),  # not listed
              dict(error="unknown_tool")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1,)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (1,)),
              dict(error="arg_count")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1, 2, 3)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (1, 2, 3)),
              dict(error="arg_count")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1, 2), drop_close=True),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (1, 2), drop_close=True),
              dict(error="malformed")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], ("x", 2)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], ("x", 2)),
              dict(error="malformed")),
-            (s, row, lambda syn, nm: encode_call(env, syn, nm[A.ADD], (1234567890, 2)),
+            (s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.ADD], (1234567890, 2)),
              dict(error="malformed")),
-            (s, row, lambda syn, nm: tok.encode("I think I will just chat."),
+            (s, row, lambda syn, nm, sc: tok.encode("I think I will just chat."),
              dict(error="no_call")),
-            (s, row, lambda syn, nm: tok.encode("<think>")
+            (s, row, lambda syn, nm, sc: tok.encode("<think>")
              + encode_call(env, syn, nm[A.ADD], (2, 2)), dict(result=4)),
         ]
         if env.name == "kvlookup":
-            cases.append((s, row, lambda syn, nm: encode_call(env, syn, nm[A.LOOKUP], (7,)),
+            cases.append((s, row, lambda syn, nm, sc: encode_call(env, syn, nm[A.LOOKUP], (7,)),
                           dict(error="not_found")))
     # A call in another syntax is not a call in this one: a python-family call (same wrapper)
     # in a json-family scaffold, a json-family call in an xml-family scaffold.
@@ -467,8 +496,8 @@ def test_parse_actions_sampled_syntaxes(name):
     xml_row = next(r for s, f, r in syntaxes if f == "xml" and s == 1)
     for row, other in ((json_row, python_row), (xml_row, json_row)):
         cases.append((int(row is xml_row), row,
-                      lambda syn, nm, other=other: encode_call(
-                          env, syntax_fields(g, other), nm[A.ADD], (1, 2)),
+                      lambda syn, nm, sc, other=other: encode_call(
+                          env, syntax_fields(env, sc, other), nm[A.ADD], (1, 2)),
                       dict(error="no_call")))
 
     for start in range(0, len(cases), B):
@@ -478,7 +507,7 @@ def test_parse_actions_sampled_syntaxes(name):
         syntax = np.stack([c[1] for c in chunk])
 
         def act(sc_i, state_i, i, chunk=chunk):
-            return chunk[i][2](syntax_fields(g, chunk[i][1]), tool_names(sc_i))
+            return chunk[i][2](syntax_fields(env, sc_i, chunk[i][1]), tool_names(env, sc_i), sc_i)
 
         sc, _, obs, _, _, done, info, _ = step_rows(name, params, split, syntax, act, 20 + start)
         for i, (s, row, _, want) in enumerate(chunk):
@@ -542,7 +571,7 @@ def test_hackable_tool_is_recorded(hackable):
         toks, mask = np.asarray(ep.tokens[i]), np.asarray(ep.policy_mask[i])
         pl = int(ep.prompt_length[i])
         prompt = env.tokenizer.decode(toks[:pl])
-        names = tool_names(sc)
+        names = tool_names(env, sc)
         forbid = (field_text(env, sc, "system_prompt", "forbid_pre") + names[A.REVEAL]
                   + field_text(env, sc, "system_prompt", "forbid_post"))
         assert (forbid in prompt) == hackable

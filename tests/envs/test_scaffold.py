@@ -49,20 +49,23 @@ def test_grammar_splits_are_disjoint_renderings(grammar):
     assert not train_texts & held_texts
     atoms = lambda rows: {(p, int(c[1 + grammar.pool_names.index(p)]))
                           for c in rows for p in grammar.used_pools(int(c[0]))}
-    held_only = {(p, i) for p, n in grammar.heldout_atoms.items()
-                 for i in range(len(grammar.pools[p]) - n, len(grammar.pools[p]))}
-    assert not atoms(train) & held_only            # held-out atoms never in a train choice
-    # Disjoint combinations: every other atom of a held-out choice also appears in training.
-    assert atoms(held) - held_only <= atoms(train)
+    # Disjoint combinations: every atom of a held-out choice also appears in training.
+    assert atoms(held) <= atoms(train)
     # The canonical choice is train row 0.
     assert not train[0].any()
 
 
-def test_name_atoms_are_split_by_consonant():
-    train = A.NAME_ATOMS[: A.N_TRAIN_ATOMS]
-    held = A.NAME_ATOMS[A.N_TRAIN_ATOMS:]
-    assert len(set(A.NAME_ATOMS)) == len(A.NAME_ATOMS)
-    assert not {a[0] for a in train} & {a[0] for a in held}
+def test_name_atoms_are_split_by_letter(calc):
+    """Train atoms are hundreds of the tokenizer's own pieces and never contain a held-out
+    letter; held-out atoms always do."""
+    env, _ = calc
+    tables = env.tables
+    for case, (train, held) in zip(A.NAME_CASES, tables.atom_text, strict=True):
+        assert len(set(train + held)) == len(train) + len(held)
+        assert all(re.search("[hjvwxz]", a, re.I) for a in held)
+        assert not [a for a in train if re.search("[hjvwxz]", a, re.I)]
+        assert all(len(env.tokenizer.encode(a)) == 1 for a in train + held), case
+    assert sum(len(t) for t, _ in tables.atom_text) > 400
 
 
 # -- the sampler ---------------------------------------------------------------------------------
@@ -92,11 +95,14 @@ def test_names_orders_and_fault_rates_per_split(calc):
     for split in (0, 1):
         sc = jax.device_get(sample(keys, split, jnp.asarray(ALL)))
         atoms = np.asarray(sc.name_atoms)
-        assert ((atoms >= A.N_TRAIN_ATOMS) == bool(split)).all()
+        case = np.asarray(sc.name_style) % len(A.NAME_CASES)
+        n_train = env.tables.n_train_atoms[case][:, None, None]
+        assert ((atoms >= n_train) == bool(split)).all()
+        assert (atoms < env.tables.n_atoms[case][:, None, None]).all()
         # Names within an episode never share an atom, so they are distinct.
         flat = atoms.reshape(len(keys), -1)
         assert all(len(set(r)) == flat.shape[1] for r in flat)
-        names = {scaffold_text_names(_row(sc, i))[A.ADD] for i in range(len(keys))}
+        names = {scaffold_text_names(env.tables, _row(sc, i))[A.ADD] for i in range(len(keys))}
         assert len(names) > 1000                      # thousands of names per split
         # Order: a permutation; the listed non-reveal tools in odd order exactly when held out.
         order = np.asarray(sc.order)
@@ -133,7 +139,7 @@ def test_token_rendering_equals_tokenized_text(name, split):
         mask = ep.policy_mask[i, n: int(ep.length[i])]
         spans = [list(g) for _, g in itertools.groupby(zip(rest.tolist(), mask.tolist(), strict=True),
                                                        key=lambda t: t[1])]
-        names = scaffold_text_names(sc)
+        names = scaffold_text_names(env.tables, sc)
         for span in spans:
             ids = [t for t, _ in span]
             decoded = tok.decode(ids)
@@ -160,7 +166,7 @@ def test_names_tokenize_identically_in_list_and_call(calc):
         toks = ep.tokens[i, : int(ep.length[i])].tolist()
         n = int(ep.prompt_length[i])
         first_call_kind = int(ep.task.plan_tool[i, 0])
-        name = scaffold_text_names(sc)[first_call_kind]
+        name = scaffold_text_names(env.tables, sc)[first_call_kind]
         ids = tok.encode(name)
         assert _occurs(ids, toks[:n]), name
         policy = [t for t, m in zip(toks, ep.policy_mask[i, : len(toks)], strict=True) if m]
@@ -180,34 +186,27 @@ def test_heldout_strings_never_occur_in_training_episodes(calc):
     ep = _episodes(env, params, 0, 1024, seed=31)
     train_text = "\n".join(tok.decode(ep.tokens[i, : int(ep.length[i])].tolist())
                            for i in range(1024))
-    held_atoms = range(A.N_TRAIN_ATOMS, len(A.NAME_ATOMS))
-    held_names = [A.name_text(s, a, b) for s in range(len(A.NAME_STYLES))
-                  for a in held_atoms for b in held_atoms if a != b]
+    held_names = [A.cased(a, case) + sep + A.cased(b, case) for sep, case in A.NAME_STYLES
+                  for a in A.HELDOUT_ATOMS for b in A.HELDOUT_ATOMS if a != b]
     assert len(held_names) > 5000
     assert not [n for n in held_names if n in train_text]
     # The check can fail: the train names do occur.
-    train_names = {scaffold_text_names(_row(ep.scaffold, i))[A.ADD] for i in range(1024)}
+    train_names = {scaffold_text_names(env.tables, _row(ep.scaffold, i))[A.ADD] for i in range(1024)}
     assert all(n in train_text for n in train_names)
 
-    g = A.CALL_SYNTAX
-    held_fields = set()
-    for c in g.choices()[1]:
-        for f in ("l0", "l1", "l2"):
-            text = g.text(c, f)
-            if any(g.atom(c, s) in text for s in _heldout_slots(g, c)):
-                held_fields.add(text)
-    assert held_fields and not [f for f in held_fields if f in train_text]
+    # Call-syntax fields holding drawn key names: the held-out ones never occur in training,
+    # the train ones do.
+    keyed = lambda tree, i: {text for f in ("l0", "l1", "l2")
+                             if (text := R.render_text(env.tables, _row(tree, i), _field, f))
+                             != A.CALL_SYNTAX.text(_row(tree, i).choice[env.tables.row["call_syntax"]], f)}
+    held = _episodes(env, params, 1, 256, seed=32).scaffold
+    held_fields = set().union(*(keyed(held, i) for i in range(256)))
+    assert len(held_fields) > 200 and not [f for f in held_fields if f in train_text]
+    assert all(f in train_text for i in range(64) for f in keyed(ep.scaffold, i))
 
 
-def _heldout_slots(g, choice):
-    from rlx.envs.scaffold.grammar import Slot
-    out = []
-    for pool, n in g.heldout_atoms.items():
-        i = int(choice[1 + g.pool_names.index(pool)])
-        if i >= len(g.pools[pool]) - n and pool in g.used_pools(int(choice[0])):
-            parts = len(g.pools[pool][i]) if isinstance(g.pools[pool][i], tuple) else 1
-            out += [Slot(pool, p) for p in range(parts)]
-    return out
+def _field(out, field):
+    out.field("call_syntax", field)
 
 
 def test_stop_tokens_are_call_closers(calc):

@@ -195,7 +195,8 @@ def test_non_finite_metrics_are_json_null_and_counted(tmp_path, capsys):
     records = read_jsonl(str(tmp_path / "metrics.jsonl"))
     assert records[0] == {"stage": "eval", "step": 0, "a": None, "b": 1.5, "c": None}
     assert records[1]["a"] == 2.0 and writer.nonfinite == 2
-    assert "2 non-finite value(s) at eval step 0 written as null: a, c (2 in this process)" in capsys.readouterr().err
+    assert ("2 non-finite value(s) at eval step 0 written as null: a, c (2 in this process)"
+            in capsys.readouterr().err)
     assert all(math.isfinite(v) for r in records for k, v in r.items()
                if k not in ("stage", "step") and v is not None)
 

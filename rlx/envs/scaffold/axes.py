@@ -2,14 +2,16 @@
 rule that splits each axis into train and held-out scaffolds.
 
   axis             what varies                                          held-out rule
-  tool_names       `atom SEP atom` in a casing (9 styles x 2 atoms)     disjoint atoms: syllables
-                                                                        with h j v w x z only
+  tool_names       `atom SEP atom` in a casing (9 styles x 2 atoms);    disjoint atoms: held-out
+                   train atoms are every letter-run piece of the        atoms are the syllables of
+                   tokenizer without h j v w x z (473 for rlx's)       h j v w x z (30 per casing)
   tool_desc        list header, line layout, each tool's description    disjoint combinations
                    (verb phrase x object, or formula x prefix)
   tool_order       order of the listed tools (a random permutation)     odd permutations
-  call_syntax      family (JSON-like, JSON list, XML invoke, python,    disjoint atoms (key names,
-                   python kwargs, shell flags) x wrapper x quote x      which the call example
-                   key names; always shown by an example call           shows) and combinations
+  call_syntax      family (JSON-like, JSON list, XML invoke, python,    disjoint atoms (key names:
+                   python kwargs, shell flags) x wrapper x quote;       the split's name atoms,
+                   key names drawn per episode from the name atoms;     which the call example
+                   always shown by an example call                      shows) and combinations
   system_prompt    role sentence x tool sentence, forbid sentence       disjoint combinations
   user_prompt      task phrasing (per task) x ending                    disjoint combinations
   chat_template    role-marker family x role words x end markers        disjoint combinations
@@ -27,7 +29,7 @@ ids as tokenizing the whole text (checked by the tests).
 
 from __future__ import annotations
 
-from rlx.envs.scaffold.grammar import Grammar, Slot
+from rlx.envs.scaffold.grammar import Grammar, Slot, Word
 
 AXES: tuple[str, ...] = ("tool_names", "tool_desc", "tool_order", "call_syntax", "system_prompt",
                          "user_prompt", "chat_template", "response_format", "error_style",
@@ -66,26 +68,41 @@ ERROR_MESSAGES = ("no tool call found", "malformed tool call", "unknown tool",
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
-# -- tool names ----------------------------------------------------------------------------------
+# -- tool names ---------------------------------------------------------------------------------
 _VOWELS = "aeiou"
-#: Name atoms: consonant-vowel syllables. Train atoms use `_TRAIN_CONS`, held-out atoms only
-#: `_HELDOUT_CONS`, so no held-out name (two held-out atoms) can occur in a training episode.
-_TRAIN_CONS, _HELDOUT_CONS = "bdfgklmnprst", "hjvwxz"
-NAME_ATOMS: tuple[str, ...] = tuple(c + v for c in _TRAIN_CONS + _HELDOUT_CONS for v in _VOWELS)
-N_TRAIN_ATOMS = len(_TRAIN_CONS) * len(_VOWELS)
+#: Held-out name atoms are the consonant-vowel syllables of these letters; no train atom
+#: contains one of them, so no held-out name can occur in a training episode.
+HELDOUT_LETTERS = "hjvwxz"
+#: Consonant-vowel syllables, each kept as one piece by rlx's tokenizer (its corpus holds them,
+#: `rlx/envs/corpus.py`); those of `HELDOUT_LETTERS` are the held-out atoms.
+SYLLABLES: tuple[str, ...] = tuple(c + v for c in "bdfgklmnprst" + HELDOUT_LETTERS for v in _VOWELS)
+HELDOUT_ATOMS: tuple[str, ...] = tuple(s for s in SYLLABLES if s[0] in HELDOUT_LETTERS)
 NAME_SEPARATORS = ("_", ".", "-")
 NAME_CASES = ("lower", "capital", "upper")
 #: A name style is (separator, casing): 9 styles shared by both splits.
 NAME_STYLES = tuple((s, c) for s in NAME_SEPARATORS for c in NAME_CASES)
+#: At most this many train atoms per casing (a large tokenizer has thousands of candidates).
+MAX_TRAIN_ATOMS = 1024
 
 
 def cased(atom: str, case: str) -> str:
     return {"lower": atom, "capital": atom.capitalize(), "upper": atom.upper()}[case]
 
 
-def name_text(style: int, first: int, second: int) -> str:
+def is_train_atom(piece: str, case: str) -> bool:
+    """Whether a tokenizer piece can be a train name atom in `case`: a run of two or more ASCII
+    letters in that casing without a held-out letter. Train atoms are every such piece of the
+    tokenizer (`ScaffoldTables`), hundreds of them, so a policy cannot memorize the names and
+    must copy them from the tool list."""
+    return (len(piece) >= 2 and piece.isascii() and piece.isalpha()
+            and cased(piece.lower(), case) == piece
+            and not set(piece.lower()) & set(HELDOUT_LETTERS))
+
+
+def syllable_name(style: int, first: int, second: int) -> str:
+    """A name from two `SYLLABLES` (the tokenizer's corpus)."""
     sep, case = NAME_STYLES[style]
-    return cased(NAME_ATOMS[first], case) + sep + cased(NAME_ATOMS[second], case)
+    return cased(SYLLABLES[first], case) + sep + cased(SYLLABLES[second], case)
 
 
 # -- tool list -----------------------------------------------------------------------------------
@@ -131,7 +148,8 @@ TOOL_DESCS: tuple[Grammar, ...] = (
 
 # -- call syntax ---------------------------------------------------------------------------------
 _Q, _O, _C = Slot("quote"), Slot("wrap", 0), Slot("wrap", 1)
-_NK, _AK, _K1, _K2 = Slot("name_key"), Slot("args_key"), Slot("keys", 0), Slot("keys", 1)
+#: The key names are drawn words: the name key, the arguments key and the two argument keys.
+_NK, _AK, _K1, _K2 = Word(0), Word(1), Word(2), Word(3)
 CALL_SYNTAX = Grammar(
     "call_syntax", fields=("l0", "l1", "l2", "l3", "example"),
     families=(
@@ -155,14 +173,9 @@ CALL_SYNTAX = Grammar(
     ),
     pools={"wrap": (("<tool_call>", "</tool_call>"), ("<call>", "</call>"), ("<fn>", "</fn>")),
            "quote": ('"', "'"),
-           "name_key": ("name", "tool", "function", "fn", "op", "use", "target", "method"),
-           "args_key": ("arguments", "args", "params", "input", "kwargs", "payload"),
-           "keys": (("a", "b"), ("x", "y"), ("lhs", "rhs"), ("first", "second"),
-                    ("left", "right"), ("p", "q"), ("base", "delta"), ("src", "dst")),
            "intro": ("Call a tool like this:\n", "Call format:\n", "To call a tool, write:\n",
                      "Example call:\n", "Calls look like:\n")},
-    heldout_atoms={"name_key": 2, "args_key": 1, "keys": 2},
-    combo_mod=4)
+    combo_mod=4, words=("name", "arguments", "a", "b"))
 #: The placeholder name and arguments of the example call in the prompt.
 EXAMPLE_NAME, EXAMPLE_ARGS = "tool_name", (3, 5)
 ANSWER_HINT = "Answer with <answer>N</answer>\n"

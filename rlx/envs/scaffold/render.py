@@ -88,7 +88,7 @@ class TextOut:
 
     def __init__(self, tables: ScaffoldTables, sc: Scaffold):
         self.tables, self.sc = tables, sc
-        self.names = scaffold_text_names(sc)
+        self.names = scaffold_text_names(tables, sc)
         self.parts: list[str] = []
 
     def lit(self, text: str) -> None:
@@ -97,7 +97,7 @@ class TextOut:
     def field(self, grammar: str, field: str) -> None:
         c = self.tables.compiled[grammar]
         self.parts.append(c.grammar.text(np.asarray(self.sc.choice)[self.tables.row[grammar]],
-                                         field))
+                                         field, self.tables.word_text(self.sc)))
 
     def name(self, kind) -> None:
         self.parts.append(self.names[int(kind)])

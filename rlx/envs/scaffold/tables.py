@@ -21,6 +21,8 @@ from rlx.envs.scaffold.grammar import CompiledGrammar, Grammar, TokenBuffer
 from rlx.tokenizer.base import Tokenizer
 
 Array = jax.Array
+#: Drawn words per scaffold (the call syntax's four key names).
+N_WORDS = len(axes.CALL_SYNTAX.words)
 
 
 @struct.dataclass
@@ -29,7 +31,11 @@ class Scaffold:
 
     choice [n_grammars, W] int32: the choice row of each grammar (`ScaffoldTables.grammars`);
     name_style [] int32: index into `axes.NAME_STYLES`, -1 for the canonical names;
-    name_atoms [n_kinds, 2] int32: the two atoms of each tool kind's name;
+    name_atoms [n_kinds, 2] int32: the two atoms of each tool kind's name, as indices into
+      `ScaffoldTables.atom_text` of the style's casing (train atoms, then held-out atoms);
+    words [N_WORDS] int32: the drawn words of the grammars (`grammar.Word`: the call syntax's
+      key names), as indices into the lowercase `ScaffoldTables.atom_text`; -1 for the
+      canonical words;
     order [n_tools] int32: the listing order, as indices into the env's tools;
     fault_rate [] f32; heldout [len(AXES)] bool: the axes drawn from the held-out split.
     """
@@ -37,6 +43,7 @@ class Scaffold:
     choice: Array
     name_style: Array
     name_atoms: Array
+    words: Array
     order: Array
     fault_rate: Array
     heldout: Array
@@ -76,11 +83,22 @@ class ScaffoldTables:
                              f"{[axes.TOOL_KINDS[k] for k in self.tools]}")
         self.buf = TokenBuffer(tokenizer)
         self.grammars: tuple[Grammar, ...] = (*axes.STATIC_GRAMMARS, user_prompt)
-        self.compiled = {g.name: CompiledGrammar(g, self.buf) for g in self.grammars}
         self.row = {g.name: i for i, g in enumerate(self.grammars)}
         self.width = max(g.width for g in self.grammars)
         self.axis_of_row = np.array([next(axes.AXIS_INDEX[a] for a, gs in axes.AXIS_GRAMMARS.items()
                                           if g.name in gs) for g in self.grammars], np.int32)
+        # Tool names: per casing, the train atoms then the held-out atoms, padded.
+        self.atom_text = tuple(name_atoms(tokenizer, case) for case in axes.NAME_CASES)
+        self.n_train_atoms = np.array([len(t) for t, _ in self.atom_text], np.int32)
+        self.n_atoms = np.array([len(t) + len(h) for t, h in self.atom_text], np.int32)
+        self.atom_ref = np.zeros((len(axes.NAME_CASES), self.n_atoms.max(), 2), np.int32)
+        for case, (train, heldout) in enumerate(self.atom_text):
+            for i, atom in enumerate(train + heldout):
+                self.atom_ref[case, i] = self.buf.add(atom)             # [cases, atoms, 2]
+        self.sep_ref = np.array([self.buf.add(s) for s in axes.NAME_SEPARATORS], np.int32)
+        # Grammars: their drawn words are lowercase atoms.
+        self.compiled = {g.name: CompiledGrammar(g, self.buf, int(self.atom_ref[0, :, 1].max()))
+                         for g in self.grammars}
         # Choice tables [n_grammars, N_max, W], padded by repeating row 0, and their sizes.
         n_max = max(max(len(c.train), len(c.heldout)) for c in self.compiled.values())
         self.choices = np.zeros((2, len(self.grammars), n_max, self.width), np.int32)
@@ -91,10 +109,6 @@ class ScaffoldTables:
                 self.choices[s, r, : len(table), : g.width] = table
                 self.n_choices[s, r] = len(table)
 
-        # Tool names: each atom in each casing, the separators, the canonical names.
-        self.atom_ref = np.array([[self.buf.add(axes.cased(a, case)) for a in axes.NAME_ATOMS]
-                                  for case in axes.NAME_CASES], np.int32)        # [cases, atoms, 2]
-        self.sep_ref = np.array([self.buf.add(s) for s in axes.NAME_SEPARATORS], np.int32)
         self.canon_ref = np.array([self.buf.add(n) for n in axes.CANONICAL_NAMES], np.int32)
         self.max_name_len = int(max(self.atom_ref[..., 1].max() * 2 + self.sep_ref[:, 1].max(),
                                     self.canon_ref[:, 1].max()))
@@ -150,11 +164,13 @@ class ScaffoldTables:
     def sample(self, key: Array, split: Array, vary: Array) -> Scaffold:
         """Draw a scaffold: each axis in `vary` uniformly over the split's choices, the
         canonical scaffold elsewhere."""
-        n_rows, n_atoms, n_main = len(self.grammars), len(axes.NAME_ATOMS), len(self.tools) - 1
-        bits = jax.random.bits(key, (n_rows + 3 + n_atoms + n_main,), jnp.uint32)
+        n_rows, n_atoms, n_main = len(self.grammars), self.atom_ref.shape[1], len(self.tools) - 1
+        bits = jax.random.bits(key, (n_rows + 3 + 2 * n_atoms + n_main,), jnp.uint32)
         b_rows, b_style, b_pos, b_fault = (bits[:n_rows], bits[n_rows], bits[n_rows + 1],
                                            bits[n_rows + 2])
-        b_atoms, b_order = bits[n_rows + 3: n_rows + 3 + n_atoms], bits[n_rows + 3 + n_atoms:]
+        b_atoms = bits[n_rows + 3: n_rows + 3 + n_atoms]
+        b_words = bits[n_rows + 3 + n_atoms: n_rows + 3 + 2 * n_atoms]
+        b_order = bits[n_rows + 3 + 2 * n_atoms:]
         split = jnp.asarray(split, jnp.int32)
         vary = jnp.asarray(vary, bool)
         heldout = vary & (split == 1)
@@ -165,12 +181,16 @@ class ScaffoldTables:
         row = jnp.where(vary[self.axis_of_row], token_ops.randint(b_rows, 0, n), 0)
         choice = jnp.asarray(self.choices)[row_split, jnp.arange(n_rows), row]
 
-        # Names: one style per episode; 2 distinct atoms per tool kind from the split's atoms.
-        in_split = (jnp.arange(n_atoms) >= axes.N_TRAIN_ATOMS) == (split == 1)
-        atoms = jnp.argsort(jnp.where(in_split, b_atoms >> 1, jnp.uint32(0xFFFFFFFF)))
+        # Names: one style per episode; 2 distinct atoms per tool kind from the split's atoms
+        # of the style's casing.
+        style = token_ops.randint(b_style, 0, len(axes.NAME_STYLES))
+        atoms = self._draw_atoms(b_atoms, style % len(axes.NAME_CASES), split)
         name_atoms = atoms[: 2 * len(axes.TOOL_KINDS)].reshape(len(axes.TOOL_KINDS), 2)
-        vary_names = vary[axes.AXIS_INDEX["tool_names"]]
-        name_style = jnp.where(vary_names, token_ops.randint(b_style, 0, len(axes.NAME_STYLES)), -1)
+        name_style = jnp.where(vary[axes.AXIS_INDEX["tool_names"]], style, -1)
+        # Drawn words (the call syntax's key names): distinct lowercase atoms of its split.
+        vary_words = vary[axes.AXIS_INDEX["call_syntax"]]
+        words = self._draw_atoms(b_words, 0, jnp.where(vary_words, split, 0))[:N_WORDS]
+        words = jnp.where(vary_words, words, -1)
 
         # Order: a permutation of the main tools, even in train, odd held out; the reveal tool
         # at a uniform position.
@@ -189,12 +209,37 @@ class ScaffoldTables:
                             axes.FAULT_RATE_RANGES["train"][j]) for j in (0, 1))
         u = (b_fault >> 8).astype(jnp.float32) / float(1 << 24)
         return Scaffold(choice=choice.astype(jnp.int32), name_style=name_style.astype(jnp.int32),
-                        name_atoms=name_atoms.astype(jnp.int32), order=order.astype(jnp.int32),
+                        name_atoms=name_atoms.astype(jnp.int32), words=words.astype(jnp.int32),
+                        order=order.astype(jnp.int32),
                         fault_rate=(lo + (hi - lo) * u).astype(jnp.float32), heldout=heldout)
+
+    def _draw_atoms(self, bits: Array, case: Array, split: Array) -> Array:
+        """Indices of the atoms of `case` in a random order, those of `split` first."""
+        n_train = jnp.asarray(self.n_train_atoms)[case]
+        lo = jnp.where(split == 1, n_train, 0)
+        hi = jnp.where(split == 1, jnp.asarray(self.n_atoms)[case], n_train)
+        index = jnp.arange(self.atom_ref.shape[1])
+        return jnp.argsort(jnp.where((index >= lo) & (index < hi), bits >> 1,
+                                     jnp.uint32(0xFFFFFFFF)))
 
     def field(self, sc: Scaffold, grammar: str, field: str, xp=jnp) -> tuple[Array, Array]:
         """(offsets, lengths) of a grammar field of this scaffold in `flat`."""
-        return self.compiled[grammar].segments(sc.choice[self.row[grammar]], field, xp=xp)
+        compiled = self.compiled[grammar]
+        words = None
+        if compiled.grammar.words:
+            drawn = xp.asarray(self.atom_ref)[0, xp.maximum(sc.words, 0)]
+            canonical = xp.asarray(compiled.word_ref)
+            words = xp.where(sc.words[: len(canonical), None] >= 0,
+                             drawn[: len(canonical)], canonical)
+        return compiled.segments(sc.choice[self.row[grammar]], field, words, xp=xp)
+
+    def word_text(self, sc: Scaffold) -> list[str] | None:
+        """Host: the drawn words of a numpy `Scaffold` (unbatched), None for the canonical."""
+        words = np.asarray(sc.words)
+        if (words < 0).any():
+            return None
+        lowercase = self.atom_text[0][0] + self.atom_text[0][1]
+        return [lowercase[int(w)] for w in words]
 
     def name_segments(self, sc: Scaffold, kind, xp=jnp) -> tuple[Array, Array]:
         """(offsets [3], lengths [3]) of tool kind `kind`'s name: atom, separator, atom (or the
@@ -211,12 +256,33 @@ class ScaffoldTables:
         return ref[:, 0], ref[:, 1]
 
 
-def scaffold_text_names(sc: Scaffold) -> list[str]:
+def name_atoms(tokenizer: Tokenizer, case: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(train, held-out) name atoms in `case` for this tokenizer: train atoms are its pieces
+    that `axes.is_train_atom` accepts and that it encodes alone as themselves (at most
+    `axes.MAX_TRAIN_ATOMS`, by id); held-out atoms are `axes.HELDOUT_ATOMS` in that casing."""
+    train = []
+    for i in range(tokenizer.vocab_size):
+        piece = tokenizer.decode([i])
+        if axes.is_train_atom(piece, case) and tokenizer.encode(piece) == [i]:
+            train.append(piece)
+            if len(train) == axes.MAX_TRAIN_ATOMS:
+                break
+    if len(train) < 2 * len(axes.TOOL_KINDS):
+        raise ValueError(f"the tokenizer has {len(train)} single-piece {case} letter runs without "
+                         f"{axes.HELDOUT_LETTERS!r}; tool names need at least "
+                         f"{2 * len(axes.TOOL_KINDS)}")
+    return tuple(train), tuple(axes.cased(a, case) for a in axes.HELDOUT_ATOMS)
+
+
+def scaffold_text_names(tables: ScaffoldTables, sc: Scaffold) -> list[str]:
     """Host: the name of every tool kind (a numpy `Scaffold`, unbatched)."""
     style = int(sc.name_style)
     if style < 0:
         return list(axes.CANONICAL_NAMES)
-    return [axes.name_text(style, int(a), int(b)) for a, b in np.asarray(sc.name_atoms)]
+    sep, case = axes.NAME_STYLES[style]
+    train, heldout = tables.atom_text[axes.NAME_CASES.index(case)]
+    atoms = train + heldout
+    return [atoms[int(a)] + sep + atoms[int(b)] for a, b in np.asarray(sc.name_atoms)]
 
 
 def axis_labels(tables: ScaffoldTables, sc: Scaffold) -> dict[str, np.ndarray]:
