@@ -24,7 +24,7 @@ from rlx.algos.correction import (
     rollout_correction_weights,
     select_old_logprobs,
 )
-from rlx.algos.kl import KL_ESTIMATORS, apply_kl_penalty, kl_penalty
+from rlx.algos.kl import KL_ESTIMATORS, kl_penalty
 from rlx.algos.losses import (
     AGG_MODES,
     POLICY_LOSSES,
@@ -39,7 +39,7 @@ from rlx.algos.losses import (
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS", "AGG_MODES", "KL_ESTIMATORS", "POLICY_LOSSES", "AdvantageInputs",
-    "OldLogprobs", "RolloutCorrection", "agg_loss", "apply_kl_penalty", "cispo_loss",
+    "OldLogprobs", "RolloutCorrection", "agg_loss", "cispo_loss",
     "compute_advantages", "entropy_from_logits", "gae", "grpo_advantages", "gspo_loss",
     "kl_penalty", "outcome_token_rewards", "policy_loss", "ppo_loss", "reinforce_pp_advantages",
     "rloo_advantages", "rollout_correction_weights", "select_old_logprobs", "value_loss",

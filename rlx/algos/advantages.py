@@ -206,7 +206,7 @@ def outcome_token_rewards(rewards: Array, mask: Array) -> Array:
 class AdvantageInputs(NamedTuple):
     """What every registered estimator reads.
 
-    rewards: [B] sequence rewards (`Trajectory.reward`); the outcome estimators (grpo, drgrpo,
+    rewards: [B] sequence rewards (`rlx.rewards.compose`); the outcome estimators (grpo, drgrpo,
       rloo) use these, so a row without policy tokens still counts in its group.
     mask: [B,T] policy-token mask.  group: [B] int group ids (outcome estimators).
     token_rewards: [B,T] per-token rewards for gae / reinforce_pp; None places each row's reward

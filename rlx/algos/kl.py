@@ -8,9 +8,9 @@ All estimators are per token, from the log-probabilities of the sampled tokens o
 A trailing "+" (k1+, k3+) keeps the value of the estimator but takes k2's gradient (verl's
 straight-through option: k2's gradient is the unbiased one for the KL).
 
-In the reward (verl `use_kl_in_reward`): `apply_kl_penalty(token_rewards, logp, ref_logp, mask,
-coef=beta, kind="k1")`, with logp from the policy that sampled (no gradient). In the loss (verl
-`use_kl_loss`): `agg_loss(kl_penalty(logp, ref_logp, "k3"), mask, mode) * coef` with logp
+In the reward (verl `use_kl_in_reward`): the trainer subtracts `rl.kl_reward_coef` times a row's
+summed `kl_penalty` from its outcome reward, with logp from the policy that sampled (no
+gradient). In the loss (verl `use_kl_loss`): `agg_loss(kl_penalty(logp, ref_logp, "k3"), mask, mode) * coef` with logp
 carrying gradients.
 """
 
@@ -62,10 +62,3 @@ def kl_penalty(logprobs: Array, ref_logprobs: Array, kind: str = "k3") -> Array:
     policy mask."""
     fn = KL_ESTIMATORS.get(KL_ALIASES.get(kind, kind))
     return fn(f32(logprobs), f32(ref_logprobs))
-
-
-def apply_kl_penalty(token_rewards: Array, logprobs: Array, ref_logprobs: Array, mask: Array, *,
-                     coef: float, kind: str = "k1") -> Array:
-    """verl's `apply_kl_penalty`: token_rewards - coef * kl_penalty(logprobs, ref) * mask."""
-    kl = kl_penalty(logprobs, ref_logprobs, kind) * f32(mask)
-    return f32(token_rewards) - coef * kl

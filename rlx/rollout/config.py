@@ -12,7 +12,7 @@ from typing import Any
 
 import ml_collections
 
-from rlx.models.config import DTYPES
+from rlx.models import DTYPES
 
 
 @dataclasses.dataclass(frozen=True)

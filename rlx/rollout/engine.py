@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rlx.models.transformer import KVCache
+from rlx.models import KVCache
 from rlx.rollout.config import SamplingConfig
 from rlx.rollout.sampling import select_tokens
 from rlx.rollout.trajectory import FinishReason, Trajectory
@@ -229,7 +229,7 @@ def to_trajectory(st: RolloutState, *, group: Array | None = None, info: dict | 
         tokens=st.tokens, policy_mask=st.policy_mask, rollout_logprobs=st.logprobs,
         prompt_length=st.prompt_length, length=st.length, finish_reason=reason,
         rounds=st.rounds, tool_calls=st.env_steps if tool_calls is None else tool_calls,
-        truncated=truncated, reward=jnp.zeros((b,), jnp.float32),
+        truncated=truncated,
         rewards={"env": st.env_reward},
         group=jnp.arange(b, dtype=jnp.int32) if group is None else group.astype(jnp.int32),
         info={} if info is None else info, task=task, stats=stats)

@@ -38,8 +38,8 @@ class Trajectory:
     tool_calls:        [B] int32 — tool calls the env executed.
     truncated:         [B] bool — the row ended by a limit (LENGTH or MAX_ROUNDS) rather than
                        by a stop token or the env.
-    reward:            [B] f32 — total reward (0 until scored).
-    rewards:           dict name -> [B] f32, per-component rewards.
+    rewards:           dict name -> [B] f32: what the rollout itself scores ("env": the summed
+                       env step rewards); the trainer composes its reward with `rlx.rewards`.
     group:             [B] int32 — group id for group-relative advantages.
     info:              dict name -> [B] arrays: the env's cumulative episode info at each row's
                        final step (e.g. correctness, forbidden-tool use).
@@ -58,7 +58,6 @@ class Trajectory:
     rounds: Array
     tool_calls: Array
     truncated: Array
-    reward: Array
     rewards: dict[str, Array]
     group: Array
     info: dict[str, Array]

@@ -52,13 +52,6 @@ def test_straight_through_estimators_take_k2_gradient(logps, kind):
     np.testing.assert_allclose(np.asarray(grad), lp.astype(np.float64) - ref, **TOL)
 
 
-def test_apply_kl_penalty(logps):
-    lp, ref, mask = logps
-    scores = np.random.default_rng(6).normal(size=(B, T)).astype(np.float32)
-    got = algos.apply_kl_penalty(scores, lp, ref, mask, coef=0.05, kind="k1")
-    np.testing.assert_allclose(np.asarray(got), scores - 0.05 * (lp - ref) * mask, **TOL)
-
-
 def test_kl_in_the_loss_with_aggregation(logps):
     lp, ref, mask = logps
     got = algos.agg_loss(algos.kl_penalty(lp, ref, "k3"), mask, "token-mean")

@@ -142,7 +142,7 @@ def test_qa_adapter(tmp_path):
     traj = Trajectory(tokens=jnp.asarray(toks), policy_mask=jnp.asarray(mask),
                       rollout_logprobs=jnp.zeros((n, width)), prompt_length=prompts.length,
                       length=jnp.asarray(lengths), finish_reason=z, rounds=z, tool_calls=z,
-                      truncated=jnp.zeros((n,), bool), reward=jnp.zeros((n,)), rewards={},
+                      truncated=jnp.zeros((n,), bool), rewards={},
                       group=z, info={}, task=task)
     total, comps = rewards.compose({"answer_match": 1.0})(traj, task)
     want_r = [float((i % 2 == 0) and bool(task.valid[i])) for i in range(n)]

@@ -32,7 +32,7 @@ def make_traj(tokens, policy_mask, prompt_length, info, task=None):
         rollout_logprobs=jnp.zeros((b, t)), prompt_length=jnp.asarray(prompt_length, jnp.int32),
         length=jnp.asarray(length), finish_reason=z, rounds=z,
         tool_calls=jnp.asarray(info.get("tool_calls", np.zeros(b)), jnp.int32),
-        truncated=jnp.zeros((b,), bool), reward=jnp.zeros((b,)), rewards={},
+        truncated=jnp.zeros((b,), bool), rewards={},
         group=jnp.arange(b), info={k: jnp.asarray(v) for k, v in info.items()}, task=task)
 
 
@@ -176,7 +176,7 @@ def test_forbidden_tool_penalized_on_real_episodes():
         tokens=ep.tokens, policy_mask=ep.policy_mask, rollout_logprobs=jnp.zeros(ep.tokens.shape),
         prompt_length=ep.prompt_length, length=ep.length, finish_reason=jnp.zeros(8, jnp.int32),
         rounds=ep.rounds, tool_calls=ep.info["tool_calls"], truncated=jnp.zeros(8, bool),
-        reward=jnp.zeros(8), rewards={}, group=jnp.arange(8), info=ep.info, task=ep.task)
+        rewards={}, group=jnp.arange(8), info=ep.info, task=ep.task)
     total, comps = rewards.compose({"correct": 1.0, "forbidden_tool": 2.0,
                                     "answer_match": 1.0})(traj, traj.task)
     assert np.asarray(comps["forbidden_tool"]).tolist() == [-1.0] * 8

@@ -103,10 +103,15 @@ def _params(workdir):
 
 
 def _train(workdir, **popen):
+    """The training script in a subprocess; runs beside each other share a persistent
+    compilation cache (the same executables, loaded instead of compiled again)."""
     cmd = [sys.executable, "-m", "experiments.train", "--config=configs/toolcalc_grpo.py:scratch",
            f"--workdir={workdir}", *_flags()]
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(os.path.dirname(workdir),
+                                                                  "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
+                            text=True, env=env, **popen)
 
 
 def _rl_steps_logged(workdir):
