@@ -1,10 +1,12 @@
-"""Supervised warm start: the recipe of the shipped `rlx/assets/toolcalc_warmstart` (two stages).
+"""Supervised warm start: the recipe of the shipped `rlx/assets/toolcalc_warmstart` (three stages).
 
     python -m experiments.train --config=configs/toolcalc_sft.py --workdir=runs/warmstart
     python -m experiments.export_hf --workdir=runs/warmstart \
         --out=rlx/assets/toolcalc_warmstart_stage1
     python -m experiments.train --config=configs/toolcalc_sft.py:stage2 --workdir=runs/ws2
-    python -m experiments.export_hf --workdir=runs/ws2 --out=rlx/assets/toolcalc_warmstart
+    python -m experiments.export_hf --workdir=runs/ws2 --out=rlx/assets/toolcalc_warmstart_stage2
+    python -m experiments.train --config=configs/toolcalc_sft.py:stage3 --workdir=runs/ws3
+    python -m experiments.export_hf --workdir=runs/ws3 --out=rlx/assets/toolcalc_warmstart
 
 The tiny model from random weights. First `copy_steps` steps on the copy corpus alone (rows
 packed with short random sequences, each repeated once: the induction skill behind copying a
@@ -18,13 +20,19 @@ rlx/train/demos.py):
 It is evaluated greedily on 128 frozen all-axes train and held-out episodes every
 `sft.eval_every` steps. Resumable (orbax checkpoints every `checkpoint.every` steps). Arg flags:
 `quick`, `steps=N`, `copy_steps=N`, `canonical` (canonical-scaffold demos and the copy corpus
-only), `stage2` (see below), `init=<Hugging Face dir>` (the checkpoint `stage2` starts from).
+only), `stage2` and `stage3` (see below), `init=<Hugging Face dir>` (the checkpoint they start
+from).
 
 `stage2` continues a finished first stage (by default `rlx/assets/toolcalc_warmstart_stage1`)
 for `steps` (default 2000) more steps at lr 1e-3 (cosine), adding the `recall` corpus (lookup
 lists of random ids: find an entry by its one-id description, copy its name) to the mixture.
+`stage3` continues stage 2 (by default `rlx/assets/toolcalc_warmstart_stage2`) for `steps`
+(default 1500) at lr 1e-3 on scaffolds whose copy targets cannot be memorized: tool names from
+the hundreds of letter-run pieces of the tokenizer and call-syntax keys drawn per episode
+(`rlx/envs/scaffold/axes.py`), with name-only demos weighted up. Stages 1 and 2 ran when names
+came from 60 syllables and keys from short lists (commit 996cea2 and earlier).
 What each stage reaches is in docs/RESULTS.md ("Warm start");
-rlx/assets/toolcalc_warmstart/metrics.json holds the stage-2 run's curve.
+rlx/assets/toolcalc_warmstart/metrics.json holds the last stage's curve.
 """
 
 from __future__ import annotations

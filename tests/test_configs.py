@@ -14,7 +14,7 @@ from rlx.train import setup as setup_lib
     (toolcalc_grpo, None), (toolcalc_grpo, "quick"), (toolcalc_grpo, "scratch,axes=all_axes"),
     (toolcalc_grpo, "loss=gspo"), (toolcalc_ppo, None), (toolcalc_cispo, None),
     (toolcalc_sft, None), (toolcalc_sft, "canonical"), (toolcalc_sft, "quick"),
-    (toolcalc_sft, "stage2"),
+    (toolcalc_sft, "stage2"), (toolcalc_sft, "stage3"),
 ])
 def test_configs_build(module, arg):
     c = module.get_config(arg)
@@ -53,3 +53,13 @@ def test_loss_defaults_follow_the_loss():
 def test_bad_config_args_name_the_key(arg, match):
     with pytest.raises(ValueError, match=match):
         toolcalc_grpo.get_config(arg)
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("init=/x", r"init='/x' is for stage2 and stage3 only"),
+    ("stage2,stage3", "stage2 and stage3 do not combine"),
+    ("stage3,canonical", "stage2/stage3 and canonical do not combine"),
+])
+def test_sft_config_refuses_args_that_do_not_combine(arg, match):
+    with pytest.raises(ValueError, match=match):
+        toolcalc_sft.get_config(arg)
