@@ -64,8 +64,10 @@ def _syntax_from_text(prompt):
 
 def _name_style_from_text(prompt):
     """The tool-name style (separator and casing) of the names a decoded prompt lists:
-    two-letter atoms joined by a separator, or `canonical` (add, sub, ...)."""
-    names = re.findall(r"\b([A-Za-z]{2})([_.\-])([A-Za-z]{2})\b", prompt)
+    letter-run atoms joined by a separator (not `tool_name` or ChatML markup), or `canonical`
+    (add, sub, ...)."""
+    names = [n for n in re.findall(r"\b([A-Za-z]{2,})([_.\-])([A-Za-z]{2,})\b", prompt)
+             if "".join(n) not in ("tool_name", "tool_call", "im_start", "im_end")]
     if not names:
         assert re.search(r"\badd\b", prompt), prompt
         return "canonical"
