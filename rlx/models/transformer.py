@@ -67,6 +67,23 @@ class KVCache:
 CACHE_AXES = ("layers", "act_batch", "cache_length", "act_kv_heads", "head_dim")
 
 
+def rounded_to(x: Array, dtype: Any) -> Array:
+    """`x` rounded to the nearest value of `dtype` (the rounding of `x.astype(dtype)`), kept in
+    `x`'s dtype. A cast pair f32 -> bf16 -> f32 is not enough: XLA may run it as f32 (on CPU it
+    did, inside the fused LM head and log-softmax of a forward pass, so a bf16 sampler head gave
+    the f32 head's log-probs). Explicit reduce-precision ops are kept."""
+    narrow, wide = jnp.finfo(dtype), jnp.finfo(x.dtype)
+    if narrow.bits >= wide.bits:
+        return x
+    rounded = jax.lax.reduce_precision(x, exponent_bits=narrow.nexp, mantissa_bits=narrow.nmant)
+    if narrow.nexp == wide.nexp:
+        return rounded
+    # reduce_precision flushes the narrow type's subnormals to zero; a cast keeps them.
+    step = float(narrow.smallest_subnormal)
+    return jnp.where(jnp.abs(x) < float(narrow.smallest_normal), jnp.round(x / step) * step,
+                     rounded)
+
+
 def _dense_init(cfg: ModelConfig, names: tuple[str | None, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), names)
 
@@ -356,15 +373,15 @@ class Transformer(nn.Module):
         from rlx.models.config import DTYPES
 
         hdt = DTYPES[head_dtype or self.cfg.head_dtype]
-        h = hidden.astype(hdt)
+        h = rounded_to(hidden, hdt).astype(hdt)
         if self.cfg.tie_embeddings:
-            w = self.embed.embedding.astype(hdt)
+            w = rounded_to(self.embed.embedding, hdt).astype(hdt)
             logits = jnp.einsum("btd,vd->btv", h, w, preferred_element_type=hdt)
         else:
-            w = self.lm_head.astype(hdt)
+            w = rounded_to(self.lm_head, hdt).astype(hdt)
             logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=hdt)
         logits = self.shard.constrain(logits, ("act_batch", "act_length", "act_vocab"))
-        logits = logits.astype(jnp.float32)
+        logits = rounded_to(logits.astype(jnp.float32), hdt)
         if self.cfg.final_softcap:
             # In float32 (Hugging Face caps in the head dtype), like every log-prob computation.
             logits = jnp.tanh(logits / self.cfg.final_softcap) * self.cfg.final_softcap
