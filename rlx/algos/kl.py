@@ -10,8 +10,8 @@ straight-through option: k2's gradient is the unbiased one for the KL).
 
 In the reward (verl `use_kl_in_reward`): the trainer subtracts `rl.kl_reward_coef` times a row's
 summed `kl_penalty` from its outcome reward, with logp from the policy that sampled (no
-gradient). In the loss (verl `use_kl_loss`): `agg_loss(kl_penalty(logp, ref_logp, "k3"), mask, mode) * coef` with logp
-carrying gradients.
+gradient). In the loss (verl `use_kl_loss`):
+`agg_loss(kl_penalty(logp, ref_logp, "k3"), mask, mode) * coef`, with logp carrying gradients.
 """
 
 from __future__ import annotations
