@@ -116,6 +116,10 @@ def _probe(ca: ModelConfig, cb: ModelConfig, params, tokens, key, mask, temperat
     }
 
 
+# The model-config fields a trainer or sampler precision setting may change.
+PRECISION_FIELDS = ("dtype", "param_dtype", "head_dtype")
+
+
 def precision_variants() -> dict[str, dict[str, str]]:
     """Named sampler-side precision settings the probe script compares against float32."""
     return {
@@ -129,7 +133,6 @@ def precision_variants() -> dict[str, dict[str, str]]:
     }
 
 
-
 def compare_precisions(model_cfg: Any, params: Any, tokens: Array, key: Array | None = None, *,
                        variants: dict[str, dict[str, str]] | None = None,
                        trainer: dict[str, str] | None = None, mask: Array | None = None,
@@ -137,9 +140,12 @@ def compare_precisions(model_cfg: Any, params: Any, tokens: Array, key: Array | 
     """Runs `precision_probe` of the trainer setting (default: all float32) against each sampler
     variant (default: `precision_variants()`); returns {variant name: report}."""
     base = ModelConfig.from_config(_as_dict(model_cfg))
-    trainer = dict(dtype="float32", param_dtype="float32", head_dtype="float32",
-                   **(trainer or {}))
-    cfg_a = base.replace(**trainer)
+    for name, changes in {"trainer": trainer or {}, **(variants or {})}.items():
+        unknown = sorted(set(changes) - set(PRECISION_FIELDS))
+        if unknown:
+            raise ValueError(f"{name}: precision fields {unknown} are unknown; allowed: "
+                             f"{list(PRECISION_FIELDS)}")
+    cfg_a = base.replace(**{**dict.fromkeys(PRECISION_FIELDS, "float32"), **(trainer or {})})
     reports = {}
     for name, changes in (variants or precision_variants()).items():
         cfg_b = cfg_a.replace(**changes)

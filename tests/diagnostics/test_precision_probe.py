@@ -104,3 +104,14 @@ def test_compare_and_format(model):
                                  temperature=TEMPERATURE)
     text = format_reports(reports)
     assert "bf16 head" in text and "layer 1 out" in text and "pre-head" in text
+
+
+def test_compare_takes_a_trainer_setting_and_names_unknown_fields(model):
+    cfg, params, tokens = model
+    bf16 = dict(dtype="bfloat16", param_dtype="bfloat16", head_dtype="bfloat16")
+    reports = compare_precisions(cfg, params, tokens, trainer=bf16, variants={"same": bf16})
+    assert float(reports["same"]["logit_max_abs_err"]) == 0.0
+    with pytest.raises(ValueError, match=r"trainer: precision fields \['head'\] are unknown"):
+        compare_precisions(cfg, params, tokens, trainer=dict(head="float32"))
+    with pytest.raises(ValueError, match=r"fast: .*\['dtypes'\].*allowed.*head_dtype"):
+        compare_precisions(cfg, params, tokens, variants={"fast": dict(dtypes="bfloat16")})
