@@ -7,13 +7,13 @@ prompts for single-turn sampling and the task the `answer_match` reward checks.
     total, comps = rlx.rewards.compose({"answer_match": 1.0})(traj, task)
 
 The prompt asks for the final answer as `<answer>N</answer>`; `answer_match` reads the policy's
-last such span from the tokens and compares it to the parsed reference.
+last such span from the tokens and compares it to the parsed reference. The text rules
+(`SYSTEM`, `parse_answer`) are `rlx.envs.qa_text`'s, shared with the `qa` env.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import jax
@@ -23,12 +23,11 @@ import tensorflow_datasets as tfds
 from flax import struct
 
 from rlx.envs.base import Chunk
+from rlx.envs.qa_text import SYSTEM, as_text, parse_answer
 from rlx.envs.scaffold.axes import chat_markers
 from rlx.tokenizer.base import Tokenizer
 
 Array = jax.Array
-SYSTEM = "Solve the problem. Give the final number as <answer>N</answer>."
-_NUMBER = re.compile(r"-?\d+")
 
 
 @struct.dataclass
@@ -39,24 +38,6 @@ class QATask:
     valid: Array
 
 
-def parse_answer(text: str) -> tuple[int, bool]:
-    """GSM8K reference answer: the integer after the last '####' (commas removed).
-    Returns (value, True), or (0, False) if there is none or it is not an integer."""
-    if "####" not in text:
-        return 0, False
-    tail = text.rsplit("####", 1)[1].strip().replace(",", "").replace("$", "")
-    if not re.fullmatch(r"-?\d+", tail):
-        return 0, False
-    value = int(tail)
-    if abs(value) >= 10**9:
-        return 0, False
-    return value, True
-
-
-def _text(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def qa_prompts(examples: Iterable[Mapping], tokenizer: Tokenizer, max_prompt_len: int,
                chat_template: int = 0, system: str = SYSTEM) -> tuple[Chunk, QATask]:
     """Prompts [N, max_prompt_len] (chat template `chat_template` of the scaffold axis, system
@@ -65,7 +46,7 @@ def qa_prompts(examples: Iterable[Mapping], tokenizer: Tokenizer, max_prompt_len
     chat = chat_markers(chat_template)
     toks, lens, answers, valid = [], [], [], []
     for i, ex in enumerate(examples):
-        text = (chat["sys_start"] + system + chat["sys_end"] + chat["user_start"] + _text(ex["question"])
+        text = (chat["sys_start"] + system + chat["sys_end"] + chat["user_start"] + as_text(ex["question"])
                 + chat["user_end"] + chat["asst_start"])
         ids = tokenizer.encode(text)
         if len(ids) > max_prompt_len:
@@ -75,7 +56,7 @@ def qa_prompts(examples: Iterable[Mapping], tokenizer: Tokenizer, max_prompt_len
         row[: len(ids)] = ids
         toks.append(row)
         lens.append(len(ids))
-        a, ok = parse_answer(_text(ex["answer"]))
+        a, ok = parse_answer(as_text(ex["answer"]))
         answers.append(a)
         valid.append(ok)
     return (Chunk(jnp.asarray(np.stack(toks)), jnp.asarray(lens, jnp.int32)),

@@ -48,6 +48,7 @@ from flax import struct
 from rlx.envs import tokens as T
 from rlx.envs import tool_env
 from rlx.envs.base import Chunk, Env
+from rlx.envs.qa_text import SYSTEM, as_text, parse_answer, solution_text
 from rlx.envs.scaffold.axes import chat_markers
 from rlx.tokenizer import Tokenizer, load_default
 
@@ -56,7 +57,6 @@ Array = jax.Array
 #: Tokens read after `<answer>` for the number (space, sign, digit and comma tokens).
 NUM_WINDOW = 16
 _DIGITS = re.compile(r"( ?)([0-9]{1,9})")
-_CALC = re.compile(r"<<[^<>]*>>")   # GSM8K calculator annotations, e.g. <<3+4=7>>
 
 
 @struct.dataclass
@@ -78,17 +78,16 @@ class QAEnvState:
     stats: dict[str, Array]
 
 
-def _text(x: Any) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def load_examples(data_dir: str, dataset: str, split: str,
                   config: str = "") -> list[tuple[str, str]]:
     """(question, answer) pairs of a prepared TFDS dataset (array_record, read with
-    `data_source`, no TensorFlow): `gsm8k`, or a local `rlx_qa_local` build."""
-    import tensorflow_datasets as tfds
+    `data_source`, no TensorFlow): `gsm8k`, or a local `rlx_qa_local` build.
 
-    from rlx.data import qa  # noqa: F401  (registers RlxQaLocal)
+    Needs no builder code from `rlx.data`: TFDS reads a prepared dataset that no registered
+    builder config describes from its own files, e.g. an `rlx_qa_local` build
+    (`rlx.data.qa.RlxQaLocal`) under a config name of its own.
+    """
+    import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(dataset, config=config or None, data_dir=data_dir)
@@ -99,13 +98,8 @@ def load_examples(data_dir: str, dataset: str, split: str,
             f"env.data_dir={data_dir!r} ({str(e).splitlines()[0]}). Prepare it there as "
             f"array_record, e.g. "
             f"`tfds build {dataset} --data_dir={data_dir} --file_format=array_record`") from e
-    return [(_text(r["question"]), _text(r["answer"])) for r in (src[i] for i in range(len(src)))]
-
-
-def solution_text(answer: str) -> str:
-    """The worked solution of a GSM8K answer: the text before `####`, calculator annotations
-    (`<<3+4=7>>`) removed."""
-    return _CALC.sub("", answer.rsplit("####", 1)[0]).strip()
+    return [(as_text(r["question"]), as_text(r["answer"]))
+            for r in (src[i] for i in range(len(src)))]
 
 
 class QAEnv(Env):
@@ -119,7 +113,8 @@ class QAEnv(Env):
         size is an error naming the row.
       max_oracle_len: padded size of the oracle's round; 0 = the longest.
       max_rows: keep at most this many rows per split (0 = all), in dataset order.
-      system: the system text (default `rlx.data.qa.SYSTEM`, which asks for <answer>N</answer>).
+      system: the system text (default `rlx.envs.qa_text.SYSTEM`, which asks for
+        <answer>N</answer>).
       max_steps: accepted because `rlx.envs.make` passes it to every env; an episode is one
         round whatever its value.
     """
@@ -133,8 +128,6 @@ class QAEnv(Env):
                  heldout_examples: Sequence[tuple[str, str]] | None = None,
                  max_prompt_len: int = 0, max_oracle_len: int = 0, max_rows: int = 0,
                  system: str = "", max_steps: int = 1):
-        from rlx.data.qa import SYSTEM, parse_answer
-
         self.tokenizer = tok = tokenizer or load_default()
         self.system = system or SYSTEM
         self.max_steps = 1
@@ -154,7 +147,7 @@ class QAEnv(Env):
         answers, starts, counts = [], [], []
         self.num_dropped = 0
         for name, rows in zip(("train", "heldout"), splits, strict=True):
-            rows = [(_text(q), _text(a)) for q, a in rows]
+            rows = [(as_text(q), as_text(a)) for q, a in rows]
             starts.append(len(self.rows))
             kept = 0
             for q, a in rows:
