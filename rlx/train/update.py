@@ -3,7 +3,9 @@
 `update_step(train_state, batch, key) -> (train_state, metrics)` runs `epochs` passes over the
 batch in `num_minibatches` shuffled minibatches with `lax.scan`, all inside one jit. A minibatch
 whose loss or gradient norm is not finite is skipped (parameters and optimizer state untouched)
-and counted in `TrainState.skipped`.
+and counted in `TrainState.skipped`. A minibatch whose gradient is exactly zero (no group with
+differing rewards, no KL or entropy term) leaves them untouched too: AdamW would otherwise keep
+moving along its momentum, about `lr` per weight for several steps, on no evidence at all.
 """
 
 from __future__ import annotations
@@ -115,18 +117,24 @@ class UpdateConfig:
         return kw
 
 
-def apply_if_finite(optimizer: optax.GradientTransformation, params, opt_state, grads,
-                    loss: Array) -> tuple[Any, Any, Array, Array]:
-    """One optimizer step, or none if the loss or the gradient norm is not finite.
-    Returns (params, opt_state, grad_norm, finite)."""
+def optimizer_step(optimizer: optax.GradientTransformation, params, opt_state, grads,
+                   loss: Array) -> tuple[Any, Any, Array, Array, Array]:
+    """One optimizer step, or none: parameters and optimizer state stay as they are if the loss
+    or the gradient norm is not finite, or if the gradient is exactly zero. An RL minibatch in
+    which every group's rewards tie has a zero policy gradient, and AdamW's momentum would still
+    move every weight by about `lr` (the MiniMax-M1 settings b2=0.95, eps=1e-15 make that
+    decay slowly): in the tiny main job such steps moved the policy further from the warm start
+    than the steps with a gradient did. Returns (params, opt_state, grad_norm, finite, empty)."""
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    empty = grad_norm == 0
+    apply = finite & ~empty
     grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
     updates, new_opt = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    keep = lambda new, old: jnp.where(finite, new, old)
+    keep = lambda new, old: jnp.where(apply, new, old)
     return (jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt, opt_state),
-            grad_norm, finite)
+            grad_norm, finite, empty)
 
 
 def _minibatches(batch: Any, key: Array, n: int) -> Any:
@@ -168,15 +176,16 @@ def make_update_step(policy: Policy, optimizer: optax.GradientTransformation, cf
     def minibatch_step(state: TrainState, mb: RLBatch):
         (loss, metrics), grads = jax.value_and_grad(policy_objective, has_aux=True)(
             state.params, mb)
-        params, opt_state, gnorm, finite = apply_if_finite(optimizer, state.params,
-                                                           state.opt_state, grads, loss)
-        metrics.update(loss=loss, grad_norm=gnorm, skipped=(~finite).astype(jnp.float32))
+        params, opt_state, gnorm, finite, empty = optimizer_step(optimizer, state.params,
+                                                                 state.opt_state, grads, loss)
+        metrics.update(loss=loss, grad_norm=gnorm, skipped=(~finite).astype(jnp.float32),
+                       zero_grad=empty.astype(jnp.float32))
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             skipped=state.skipped + (~finite).astype(jnp.int32))
         if critic is not None:
             (vloss, vmetrics), vgrads = jax.value_and_grad(critic_objective, has_aux=True)(
                 state.critic_params, mb)
-            cparams, copt, vgnorm, vfinite = apply_if_finite(
+            cparams, copt, vgnorm, vfinite, _ = optimizer_step(
                 critic_optimizer, state.critic_params, state.critic_opt_state, vgrads, vloss)
             metrics.update(vmetrics, value_loss=vloss, value_grad_norm=vgnorm)
             new = new.replace(critic_params=cparams, critic_opt_state=copt,
@@ -215,8 +224,8 @@ def make_sft_step(policy: Policy, optimizer: optax.GradientTransformation, chunk
         del key
         (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params, tokens, loss_mask)
-        params, opt_state, gnorm, finite = apply_if_finite(optimizer, state.params,
-                                                           state.opt_state, grads, loss)
+        params, opt_state, gnorm, finite, _ = optimizer_step(optimizer, state.params,
+                                                             state.opt_state, grads, loss)
         metrics.update(grad_norm=gnorm, skipped=(~finite).astype(jnp.int32))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                              skipped=state.skipped + (~finite).astype(jnp.int32)), metrics

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import rlx
@@ -102,6 +103,27 @@ def test_non_finite_loss_is_skipped_and_counted():
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new.params))
     assert any(not np.array_equal(a, b) for a, b in
                zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True))
+
+
+def test_a_zero_gradient_moves_nothing():
+    """After a real step AdamW has momentum; a batch without signal (all advantages zero) must
+    leave parameters and optimizer state as they are, where plain optax would keep moving."""
+    policy = rlx.models.Policy(_model())
+    params = policy.init(jax.random.key(0))
+    opt = make_optimizer(optim_section(lr=1e-2, b2=0.95, eps=1e-15))
+    update = jax.jit(make_update_step(policy, opt, _rl(num_minibatches=1)))
+    tokens = jax.random.randint(jax.random.key(1), (4, 6), 0, 16)
+    state, _ = update(TrainState.create(params, opt), _batch(tokens, jnp.ones((4, 6))),
+                      jax.random.key(2))
+    new, metrics = update(state, _batch(tokens, jnp.zeros((4, 6))), jax.random.key(3))
+    assert float(metrics["grad_norm"]) == 0.0 and float(metrics["zero_grad"]) == 1.0
+    assert int(new.skipped) == 0 and int(new.step) == 2
+    for a, b in zip(jax.tree.leaves((new.params, new.opt_state)),
+                    jax.tree.leaves((state.params, state.opt_state)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    drift, _ = opt.update(zeros, state.opt_state, state.params)
+    assert float(optax.tree.norm(drift)) > 0  # what optax alone would have applied
 
 
 def test_epochs_and_minibatches_count_updates():
