@@ -19,9 +19,14 @@ rlx/train/demos.py):
   copy        the copy corpus, kept in so the skill stays.
 It is evaluated greedily on 128 frozen all-axes train and held-out episodes every
 `sft.eval_every` steps. Resumable (orbax checkpoints every `checkpoint.every` steps). Arg flags:
-`quick`, `steps=N`, `copy_steps=N`, `canonical` (canonical-scaffold demos and the copy corpus
-only), `stage2` and `stage3` (see below), `init=<Hugging Face dir>` (the checkpoint they start
-from).
+`quick`, `steps=N`, `copy_steps=N`, `canonical` (see below), `stage2` and `stage3` (see below),
+`init=<Hugging Face dir>` (the checkpoint they start from).
+
+`canonical` is the common starting point of the scaffold-generalization arms
+(configs/generalization.py): from random weights, the copy corpus, then the recall corpus and
+oracle demos on the canonical scaffold only, so it has read contexts but never seen the scaffold
+variation the arms differ in. Its "train" evaluation set is the canonical scaffold; held out
+stays all axes.
 
 `stage2` continues a finished first stage (by default `rlx/assets/toolcalc_warmstart_stage1`)
 for `steps` (default 2000) more steps at lr 1e-3 (cosine), adding the `recall` corpus (lookup
@@ -68,7 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # demos mixed over scaffold-axis sets with the copy corpus kept in. `canonical`: the same
     # budget on the canonical scaffold only, a starting point that has not seen the variation
     # the generalization arms differ in.
-    demos = "none:5,copy:1" if a.canonical else "tool_names:1,tools_only:1,all_axes:3,copy:1"
+    demos = ("recall:2,none:5,copy:1" if a.canonical
+             else "tool_names:1,tools_only:1,all_axes:3,copy:1")
     copy_steps = 5 if a.quick else a.copy_steps
     c.sft.mixture = f"copy:1@{copy_steps};{demos}" if copy_steps else demos
     if a.stage2:
@@ -77,6 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if a.stage3:
         c.init.hf_path = a.init or STAGE2
         c.sft.mixture = "recall:2,tool_names:2,tools_only:2,all_axes:3,copy:1"
+    if a.canonical:   # its "train" evaluation set is the canonical scaffold it learns
+        c.env.train_axes = "none"
     c.sft.max_len = 384      # the longest demos (retried faults) are cut; RL rows stay 512
     c.sft.eval_every = 10 if a.quick else 300
     c.sft.optim.decay_steps = c.sft.steps
