@@ -8,7 +8,7 @@ starting checkpoint at one budget, evaluated on held-out scaffolds (rlx/train/ge
 
 `base` is the main job's config (configs/toolcalc_grpo.py); each arm overrides
 `env.train_axes` and the seed. Arg flags: `quick` (2 arms x 1 seed, 1 RL step, 16 evaluation
-episodes: a CI smoke run), `seeds=N`, `arms=a+b+...` (names in `generalization.all_arms()`),
+episodes of up to 3 rounds: a CI smoke run), `seeds=N`, `arms=a+b+...` (names in `generalization.all_arms()`),
 `warmstart=<HF dir>` (the common starting point; by default the shipped warm start, which was
 itself trained on all axes: see docs/RESULTS.md for why a fair comparison starts from
 `configs/toolcalc_sft.py:canonical` instead).
@@ -30,8 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     base.unlock()
     if a.warmstart:
         base.init.hf_path = a.warmstart
-    if a.quick:
+    if a.quick:   # a smoke run: episodes of up to 3 rounds (a call, a call, the answer)
         base.rl.steps, base.eval.num_episodes, base.eval.pass_k = 1, 16, 0
+        base.rollout.max_rounds = 3
     c.base = base
     c.arms = "none+all_axes" if a.quick else a.arms
     c.seeds = 1 if a.quick else a.seeds
