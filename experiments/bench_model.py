@@ -10,15 +10,21 @@ a fraction of a float32 matmul's FLOP/s measured in the same run.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
+from absl import app, flags, logging
 
 import rlx
 from rlx.bench import matmul_flops, median_seconds
 
 SHAPES = {"tiny": (16, 256), "small": (16, 256), "base": (4, 256)}  # (batch, sequence length)
+
+_PRESETS = flags.DEFINE_list("presets", "tiny,small,base",
+                             f"model presets to benchmark, comma-separated: any of {', '.join(SHAPES)}")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per figure (the median is shown; "
+                                "decode takes 4x as many)", lower_bound=1)
+flags.register_validator("presets", lambda names: bool(names) and all(n in SHAPES for n in names),
+                         f"allowed: a comma-separated list of {', '.join(SHAPES)}")
 
 
 def bench_preset(name: str, repeats: int, peak: float) -> list[str]:
@@ -45,18 +51,17 @@ def bench_preset(name: str, repeats: int, peak: float) -> list[str]:
             f"({dec_frac:6.2%} of matmul)"]
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", default="tiny,small,base")
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args(argv)
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
     peak = matmul_flops()
     print(f"devices: {jax.devices()[0].platform} x{jax.device_count()}   "
           f"float32 matmul 1024^3: {peak / 1e9:.1f} GFLOP/s")
-    for name in args.presets.split(","):
-        for line in bench_preset(name, args.repeats, peak):
+    for name in _PRESETS.value:
+        for line in bench_preset(name, _REPEATS.value, peak):
             print(line, flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -20,11 +20,10 @@ makes about 5,600 new tokens/s on the tiny-equivalent model on the project's 2-c
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags, logging
 
 import rlx
 from rlx import rollout
@@ -32,6 +31,14 @@ from rlx.bench import matmul_flops, median_seconds
 from rlx.rollout.scripted import ScriptedEnv, ScriptedHostEnv
 
 HF_GENERATE_TINY_TPS = 5600.0
+SECTIONS = ("sample", "episodes")
+
+_ONLY = flags.DEFINE_list("only", "sample,episodes",
+                          f"sections to run, comma-separated: any of {', '.join(SECTIONS)}")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per figure (the median is shown)",
+                                lower_bound=1)
+flags.register_validator("only", lambda names: bool(names) and all(n in SECTIONS for n in names),
+                         f"allowed: a comma-separated list of {', '.join(SECTIONS)}")
 
 
 def _model(name: str):
@@ -83,23 +90,22 @@ def bench_episodes(repeats: int, peak: float, host: bool) -> str:
             f"  mean row {length.mean():.0f} tok")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="sample,episodes")
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args(argv)
-    only = set(args.only.split(","))
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    only, repeats = set(_ONLY.value), _REPEATS.value
     peak = matmul_flops()
     print(f"devices: {jax.devices()[0].platform} x{jax.device_count()}   "
           f"float32 matmul 1024^3: {peak / 1e9:.1f} GFLOP/s", flush=True)
     if "sample" in only:
-        print(bench_sample("tiny", 16, 32, 64, args.repeats, peak), flush=True)
-        print(bench_sample("small", 64, 32, 64, args.repeats, peak), flush=True)
+        print(bench_sample("tiny", 16, 32, 64, repeats, peak), flush=True)
+        print(bench_sample("small", 64, 32, 64, repeats, peak), flush=True)
     if "episodes" in only:
-        print(bench_episodes(args.repeats, peak, host=False), flush=True)
-        print(bench_episodes(args.repeats, peak, host=True), flush=True)
+        print(bench_episodes(repeats, peak, host=False), flush=True)
+        print(bench_episodes(repeats, peak, host=True), flush=True)
     jnp.zeros(()).block_until_ready()
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

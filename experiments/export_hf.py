@@ -8,25 +8,31 @@ transformers' `AutoModelForCausalLM.from_pretrained`, with `rlx.models.hf.load`,
 point of another run (`--config.init.hf_path=<dir>`).
 """
 
-import argparse
 import os
 import shutil
 
+from absl import app, flags, logging
+
 from rlx.models import hf
 from rlx.tokenizer import SentencePieceTokenizer
+from rlx.train import cli
 from rlx.train import setup as setup_lib
 from rlx.train.evaluation import restore_params
 
+_WORKDIR = flags.DEFINE_string("workdir", None, "the training workdir to export a checkpoint of "
+                               "(required)")
+_OUT = flags.DEFINE_string("out", None, "the Hugging Face model directory to write (required)")
+_STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: latest)")
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    args = ap.parse_args(argv)
-    setup, step, params = restore_params(args.workdir, args.step)
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    out = _OUT.value
+    setup, step, params = restore_params(_WORKDIR.value, _STEP.value)
     tok = setup.tokenizer
-    family = hf.save(args.out, setup.policy.cfg, params,
+    family = hf.save(out, setup.policy.cfg, params,
                      config_overrides={"eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id,
                                        "pad_token_id": tok.pad_id})
     source = setup_lib.hf_path(setup.config)
@@ -34,11 +40,12 @@ def main(argv=None):
         for name in os.listdir(source):
             if name.startswith("tokenizer") or name in ("special_tokens_map.json",
                                                          "chat_template.jinja"):
-                shutil.copy(os.path.join(source, name), args.out)
+                shutil.copy(os.path.join(source, name), out)
     elif isinstance(tok, SentencePieceTokenizer):
-        tok.save(os.path.join(args.out, "tokenizer.model"))
-    print(f"wrote {family} checkpoint of {args.workdir} step {step} to {args.out}")
+        tok.save(os.path.join(out, "tokenizer.model"))
+    print(f"wrote {family} checkpoint of {_WORKDIR.value} step {step} to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    flags.mark_flags_as_required(["workdir", "out"])
+    cli.run(main, None)

@@ -9,35 +9,36 @@ SentencePiece trains single-threaded without sampling, so rerunning gives the sa
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from rlx.envs.corpus import DELIMITER, scaffold_corpus  # noqa: E402
-from rlx.tokenizer import SentencePieceTokenizer  # noqa: E402
+from rlx.envs.corpus import DELIMITER, scaffold_corpus
+from rlx.tokenizer import SentencePieceTokenizer
 
 VOCAB_SIZE = 1024
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rlx",
                            "assets", "tokenizer.model")
 
+_OUT = flags.DEFINE_string("out", DEFAULT_OUT, "where to write the SentencePiece model")
+_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", VOCAB_SIZE, "vocabulary size", lower_bound=1)
+_NAMES = flags.DEFINE_integer("names", 20000, "seeded random tool names in the corpus",
+                              lower_bound=0)
+_SEED = flags.DEFINE_integer("seed", 0, "seed of the random tool names")
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--vocab_size", type=int, default=VOCAB_SIZE)
-    ap.add_argument("--names", type=int, default=20000)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    tok = SentencePieceTokenizer.train(scaffold_corpus(args.names, args.seed),
-                                       vocab_size=args.vocab_size,
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    tok = SentencePieceTokenizer.train(scaffold_corpus(_NAMES.value, _SEED.value),
+                                       vocab_size=_VOCAB_SIZE.value,
                                        pretokenization_delimiter=DELIMITER)
-    tok.save(args.out)
+    tok.save(_OUT.value)
     digest = hashlib.sha256(tok.model_proto).hexdigest()[:16]
-    print(f"wrote {args.out}: vocab_size={tok.vocab_size} sha256={digest}")
+    print(f"wrote {_OUT.value}: vocab_size={tok.vocab_size} sha256={digest}")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -136,6 +136,6 @@ def load_default() -> SentencePieceTokenizer:
     if _DEFAULT is None:
         if not os.path.exists(_DEFAULT_MODEL):
             raise FileNotFoundError(f"{_DEFAULT_MODEL} is missing; run "
-                                    "`python experiments/make_tokenizer.py` to create it")
+                                    "`python -m experiments.make_tokenizer` to create it")
         _DEFAULT = SentencePieceTokenizer.load(_DEFAULT_MODEL)
     return _DEFAULT
