@@ -40,9 +40,9 @@ from rlx.train.demos import make_demos
 Array = jax.Array
 TRAINER = dict(dtype="float32", param_dtype="float32", head_dtype="float32")
 # By default XLA may keep a value in higher precision than declared when that is cheaper: it drops
-# an f32 -> bf16 -> f32 rounding pair, e.g. the output rounding of a bf16 LM head, depending on
-# how the program fuses (a sampler setting then measures a different computation in a different
-# program). The flag makes every declared precision exact; it must be set before jax starts.
+# an f32 -> bf16 -> f32 rounding pair depending on how the program fuses (the LM head rounds
+# explicitly since commit bf95837; a bf16 body does not). The flag makes every declared precision
+# exact; it must be set before jax starts.
 EXACT_PRECISION_FLAG = "--xla_allow_excess_precision=false"
 MISMATCH_METRICS = ("pearson", "max_abs_dp", "mean_abs_dp", "k3_kl", "frac_ratio_out")
 # M1's Fig. 3: trainer/sampler Pearson with a bf16 LM head and with an fp32 one.

@@ -30,6 +30,7 @@ from rlx.diagnostics.mismatch import mismatch_metrics
 from rlx.models import ModelConfig, Policy
 
 Array = jax.Array
+# The model-config fields a trainer or sampler precision setting may change.
 PRECISION_FIELDS = ("dtype", "param_dtype", "head_dtype")
 
 
@@ -114,10 +115,6 @@ def _probe(ca: ModelConfig, cb: ModelConfig, params, tokens, key, mask, temperat
         "teacher_forced": teacher,
         "sampled": sampled,
     }
-
-
-# The model-config fields a trainer or sampler precision setting may change.
-PRECISION_FIELDS = ("dtype", "param_dtype", "head_dtype")
 
 
 def precision_variants() -> dict[str, dict[str, str]]:
