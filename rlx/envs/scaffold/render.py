@@ -31,6 +31,12 @@ class TokenOut:
         self.pieces = token_ops.Pieces(tables.flat)
         self.offs: list = []
         self.lens: list = []
+        self._fields: dict = {}   # (grammar, field) -> segments: each traced once per render
+
+    def _field(self, grammar: str, field: str):
+        if (grammar, field) not in self._fields:
+            self._fields[grammar, field] = self.tables.field(self.sc, grammar, field)
+        return self._fields[grammar, field]
 
     def _seg(self, off, n) -> None:
         self.offs.append(jnp.reshape(jnp.asarray(off, jnp.int32), (-1,)))
@@ -41,16 +47,19 @@ class TokenOut:
         self._seg(self.pieces.add(ids), len(ids))
 
     def field(self, grammar: str, field: str) -> None:
-        self._seg(*self.tables.field(self.sc, grammar, field))
+        self._seg(*self._field(grammar, field))
 
     def name(self, kind) -> None:
         self._seg(*self.tables.name_segments(self.sc, kind))
 
     def desc(self, kind) -> None:
-        segs = [self.tables.field(self.sc, g.name, "text") for g in axes.TOOL_DESCS]
-        width = max(o.shape[0] for o, _ in segs)
-        offs = jnp.stack([jnp.pad(o, (0, width - o.shape[0])) for o, _ in segs])
-        lens = jnp.stack([jnp.pad(n, (0, width - n.shape[0])) for _, n in segs])
+        if "descs" not in self._fields:   # every description kind's segments, stacked
+            segs = [self._field(g.name, "text") for g in axes.TOOL_DESCS]
+            width = max(o.shape[0] for o, _ in segs)
+            self._fields["descs"] = tuple(
+                jnp.stack([jnp.pad(x, (0, width - x.shape[0])) for x in column])
+                for column in zip(*segs, strict=True))
+        offs, lens = self._fields["descs"]
         self._seg(offs[kind], lens[kind])
 
     def error(self, err) -> None:
