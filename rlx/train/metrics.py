@@ -112,6 +112,31 @@ class Progress:
         self.stream.flush()
 
 
+CARD_KEYS = ("success", "tool_calls", "invalid_calls")
+
+
+def training_card(workdir: str, recipe: str) -> dict:
+    """What a shipped checkpoint's `metrics.json` records of the run that made it: the recipe,
+    its steps and wall time, the supervised loss per 100 steps, and every evaluation (success,
+    tool calls, invalid calls per evaluation set)."""
+    records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    nll = [r["nll"] for r in records if r["stage"] == "sft" and r.get("nll") is not None]
+    evaluations = [
+        {"stage": r["stage"], "step": r["step"],
+         **{k: round(v, 4) for k, v in sorted(r.items())
+            if k.rpartition("/")[2] in CARD_KEYS and v is not None}}
+        for r in records if r["stage"] in ("sft_eval", "eval")]
+    card = {"recipe": recipe, "steps": len(nll),
+            "nll_mean_per_100_steps": [round(float(np.mean(nll[i:i + 100])), 3)
+                                       for i in range(0, len(nll), 100)],
+            "evaluations": evaluations}
+    summary = os.path.join(workdir, "summary.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            card["wall_seconds"] = round(json.load(f)["wall_seconds"])
+    return card
+
+
 def _clock(seconds: float) -> str:
     if seconds != seconds:  # NaN: no rate yet
         return "--:--"
