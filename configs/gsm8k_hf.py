@@ -8,6 +8,9 @@ and its chat template, e.g. Qwen2.5-0.5B-Instruct or Qwen3-0.6B) and a TFDS data
     python -m experiments.train \\
         --config=configs/gsm8k_hf.py:hf_path=/ckpt/Qwen2.5-0.5B-Instruct,data_dir=/data/tfds \\
         --workdir=/runs/gsm8k_qwen05
+    # or any JSON-lines files of {"question": ..., "answer": "... #### N"} objects:
+    python -m experiments.train --config=configs/gsm8k_hf.py:hf_path=/ckpt/q05,\\
+    train_file=/data/train.jsonl,heldout_file=/data/test.jsonl --workdir=/runs/my_qa
     # fsdp over 8 chips, CISPO, another seed:
     python -m experiments.train \\
         --config=configs/gsm8k_hf.py:hf_path=/ckpt/q3,data_dir=/data/tfds,mesh=1x8x1,loss=cispo \\
@@ -21,7 +24,8 @@ then runs a few SFT and RL steps end to end:
     python -m experiments.train --config=configs/gsm8k_hf.py:tiny --workdir=/tmp/gsm8k_tiny
 
 Arg flags (comma-separated): `tiny`, `hf_path=`, `data_dir=`, `dataset=` (default gsm8k),
-`dataset_config=`, `mesh=DxFxT`, `loss=ppo|gspo|cispo`, `advantage=grpo|drgrpo|rloo|...`,
+`dataset_config=`, `train_file=` and `heldout_file=` (JSON lines, instead of `data_dir`),
+`mesh=DxFxT`, `loss=ppo|gspo|cispo`, `advantage=grpo|drgrpo|rloo|...`,
 `param_dtype=float32|bfloat16`, `cache_dir=` (tiny assets).
 
 Precision: bf16 activations, a float32 LM head (`head_dtype`, the M1 precision-gap fix) and
@@ -58,14 +62,15 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(arg, tiny=False, hf_path="", data_dir="", dataset="gsm8k",
-                         dataset_config="", mesh="-1x1x1", loss="ppo", advantage="grpo",
-                         param_dtype="float32", cache_dir=TINY_CACHE)
+                         dataset_config="", train_file="", heldout_file="", mesh="-1x1x1",
+                         loss="ppo", advantage="grpo", param_dtype="float32", cache_dir=TINY_CACHE)
     if a.tiny:
         a.hf_path, a.data_dir = tiny_assets(a.cache_dir)
         a.dataset, a.dataset_config = "rlx_qa_local", "tiny"
-    elif not (a.hf_path and a.data_dir):
-        raise ValueError("configs/gsm8k_hf.py needs hf_path=<HF model dir>,data_dir=<TFDS data "
-                         "dir with gsm8k> in its arg (or the CPU smoke variant `tiny`)")
+    elif not (a.hf_path and (a.data_dir or (a.train_file and a.heldout_file))):
+        raise ValueError("configs/gsm8k_hf.py needs hf_path=<HF model dir> and its data in its "
+                         "arg: data_dir=<TFDS data dir with gsm8k>, or train_file=<JSONL>,"
+                         "heldout_file=<JSONL> (or the CPU smoke variant `tiny`)")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init = ml_collections.ConfigDict(dict(hf_path=a.hf_path))
@@ -77,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.env = ml_collections.ConfigDict(dict(
         name="qa", data_dir=a.data_dir, dataset=a.dataset, dataset_config=a.dataset_config,
         train_split="train", heldout_split="test",
+        train_file=a.train_file, heldout_file=a.heldout_file,   # JSON lines instead of TFDS
         max_prompt_len=384,    # GSM8K questions in a chat template: < 300 tokens
         max_oracle_len=0,      # oracle rounds (SFT only): fit the longest
         max_rows=0,

@@ -2,7 +2,8 @@
 
 Rows come from an iterable of `question` / `answer` examples (the answer ends in `#### N`): a
 prepared TFDS dataset read with `tfds.data_source` (`data_dir`, `dataset`, `dataset_config`,
-`train_split` / `heldout_split`), or given pairs (`examples`, `heldout_examples`). Everything is
+`train_split` / `heldout_split`), JSON-lines files with `question` and `answer` fields
+(`train_file`, `heldout_file`), or given pairs (`examples`, `heldout_examples`). Everything is
 tokenized once on the host into padded tables; `reset` and `step` only index them, so they jit,
 vmap and shard like the tool envs.
 
@@ -36,6 +37,7 @@ is not an integer are dropped at build time (`num_dropped`), so every task is wi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -102,12 +104,38 @@ def load_examples(data_dir: str, dataset: str, split: str,
             for r in (src[i] for i in range(len(src)))]
 
 
+def load_jsonl(path: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a JSON-lines file: one object per line with text fields
+    `question` and `answer` (other fields are ignored, blank lines skipped). A line that is not
+    such an object is an error naming the file and the line."""
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON object ({e.msg})") from e
+            if not (isinstance(row, dict) and isinstance(row.get("question"), str)
+                    and isinstance(row.get("answer"), str)):
+                got = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(f"{path}:{n}: needs text fields 'question' and 'answer'; "
+                                 f"got {got}")
+            pairs.append((row["question"], row["answer"]))
+    if not pairs:
+        raise ValueError(f"{path} holds no examples (one JSON object per line with 'question' "
+                         f"and 'answer')")
+    return pairs
+
+
 class QAEnv(Env):
     """One round: prompt -> the policy's answer -> done. See the module docstring.
 
     Args:
       tokenizer: any rlx `Tokenizer` (default: `load_default()`).
       data_dir, dataset, dataset_config, train_split, heldout_split: the TFDS source.
+      train_file, heldout_file: JSON-lines files instead (`load_jsonl`).
       examples, heldout_examples: (question, answer) pairs instead of a TFDS source.
       max_prompt_len: padded prompt size; 0 = the longest prompt. A prompt longer than a given
         size is an error naming the row.
@@ -123,7 +151,7 @@ class QAEnv(Env):
 
     def __init__(self, tokenizer: Tokenizer | None = None, data_dir: str = "",
                  dataset: str = "gsm8k", dataset_config: str = "", train_split: str = "train",
-                 heldout_split: str = "test",
+                 heldout_split: str = "test", train_file: str = "", heldout_file: str = "",
                  examples: Sequence[tuple[str, str]] | None = None,
                  heldout_examples: Sequence[tuple[str, str]] | None = None,
                  max_prompt_len: int = 0, max_oracle_len: int = 0, max_rows: int = 0,
@@ -132,16 +160,24 @@ class QAEnv(Env):
         self.system = system or SYSTEM
         self.max_steps = 1
         del max_steps
+        sources = [name for name, given in (("examples", examples is not None),
+                                            ("env.data_dir", data_dir),
+                                            ("env.train_file", train_file or heldout_file))
+                   if given]
+        if len(sources) > 1:
+            raise ValueError(f"the qa env takes one data source; given {' and '.join(sources)}, "
+                             f"not both")
         if examples is not None:
-            if data_dir:
-                raise ValueError("give the qa env either examples or env.data_dir, not both")
             splits = [list(examples), list(heldout_examples or ())]
         elif data_dir:
             splits = [load_examples(data_dir, dataset, s, dataset_config)
                       for s in (train_split, heldout_split)]
+        elif train_file and heldout_file:
+            splits = [load_jsonl(train_file), load_jsonl(heldout_file)]
         else:
             raise ValueError("the qa env needs its data: env.data_dir (a TFDS data dir holding "
-                             "env.dataset) or examples=((question, answer), ...)")
+                             "env.dataset), env.train_file and env.heldout_file (JSON lines with "
+                             "'question' and 'answer'), or examples=((question, answer), ...)")
 
         self.rows: list[tuple[str, str]] = []
         answers, starts, counts = [], [], []

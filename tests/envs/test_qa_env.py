@@ -4,6 +4,7 @@ answer tags, a shipped chat template): rows and answers against Python parsing, 
 transformers' apply_chat_template, answers read from actions against a regex on the decoded
 text, jit + vmap, splits, the oracle (SFT demos via play) and answer_match agreement."""
 
+import json
 import os
 import re
 import types
@@ -287,9 +288,47 @@ def test_errors(tokenizers_, data_dir):
         envs.make("qa")
     with pytest.raises(ValueError, match="not both"):
         envs.make("qa", examples=tuple(TRAIN), data_dir=data_dir)
+    with pytest.raises(ValueError, match="given env.data_dir and env.train_file, not both"):
+        envs.make("qa", data_dir=data_dir, train_file="t.jsonl", heldout_file="h.jsonl")
+    with pytest.raises(ValueError, match="env.train_file and env.heldout_file"):
+        envs.make("qa", train_file="t.jsonl")
     with pytest.raises(ValueError, match=r"prompt has \d+ tokens > env.max_prompt_len=8"):
         envs.make("qa", examples=tuple(TRAIN), heldout_examples=tuple(TEST), max_prompt_len=8)
     with pytest.raises(ValueError, match="env.data_dir=.*tfds build nope"):
         envs.make("qa", data_dir=data_dir, dataset="nope")
     with pytest.raises(ValueError, match="heldout split has no row"):
         envs.make("qa", examples=tuple(TRAIN), heldout_examples=(("q", "no answer"),))
+
+
+def test_jsonl_source_matches_the_given_pairs(tokenizers_, tmp_path):
+    tok = tokenizers_["sentencepiece"][0]
+    paths = {}
+    for split, rows in (("train", TRAIN), ("test", TEST)):
+        paths[split] = str(tmp_path / f"{split}.jsonl")
+        with open(paths[split], "w") as f:
+            for q, a in rows:    # extra fields and blank lines are allowed
+                f.write(json.dumps({"question": q, "answer": a, "id": len(q)}) + "\n\n")
+    from_jsonl, params = envs.make("qa", tokenizer=tok, train_file=paths["train"],
+                                   heldout_file=paths["test"], split="heldout", axes="none")
+    given, given_params = envs.make("qa", tokenizer=tok, examples=tuple(TRAIN),
+                                    heldout_examples=tuple(TEST), split="heldout", axes="none")
+    assert from_jsonl.rows == given.rows and from_jsonl.num_dropped == 2
+    np.testing.assert_array_equal(np.asarray(from_jsonl.prompt_tokens),
+                                  np.asarray(given.prompt_tokens))
+    np.testing.assert_array_equal(np.asarray(from_jsonl.answers), np.asarray(given.answers))
+    jax.tree.map(np.testing.assert_array_equal, params, given_params)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"question": "q"}\n', r"bad.jsonl:1: needs text fields 'question' and 'answer'; "
+                            r"got \['question'\]"),
+    ('\n{"question": "q", "answer": "#### 1"}\n{"question": 1,\n',
+     r"bad.jsonl:3: not a JSON object"),
+    ('["question", "answer"]\n', r"bad.jsonl:1: .* got list"),
+    ("\n\n", r"bad.jsonl holds no examples"),
+])
+def test_jsonl_errors_name_the_file_and_line(tmp_path, text, match):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        envs.make("qa", train_file=str(bad), heldout_file=str(bad))

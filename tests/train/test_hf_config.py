@@ -39,6 +39,11 @@ def test_real_config_needs_paths_and_loads_from_them():
     assert tuple(c.mesh.shape) == (1, 8, 1) and c.rl.loss == "cispo"
     with pytest.raises(AttributeError):
         c.env.not_a_key = 1   # locked
+    c = gsm8k_hf.get_config("hf_path=/ckpt/q,train_file=/d/t.jsonl,heldout_file=/d/h.jsonl")
+    assert (c.env.data_dir, c.env.train_file, c.env.heldout_file) == ("", "/d/t.jsonl",
+                                                                      "/d/h.jsonl")
+    with pytest.raises(ValueError, match="train_file=<JSONL>,heldout_file=<JSONL>"):
+        gsm8k_hf.get_config("hf_path=/ckpt/q,train_file=/d/t.jsonl")
 
 
 def test_initial_params_are_the_checkpoint(tiny_config):
