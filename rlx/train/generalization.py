@@ -1,19 +1,21 @@
 """The scaffold-generalization experiment (MiniMax's M2 claim): does perturbing the whole
-scaffold during RL buy success on scaffolds never seen in training, and by how much more than
+scaffold in training buy success on scaffolds never seen in training, and by how much more than
 varying the tools alone?
 
-Arms differ only in which scaffold axes vary in their RL episodes (train split); everything
-else (warm start, budget, tasks, evaluation sets) is shared:
+Arms differ only in which scaffold axes vary in their training episodes (train split);
+everything else (the common start, the budget, tasks, evaluation sets) is shared:
   none              the canonical scaffold only
   tools_only        tool names, descriptions and order
   all_axes          every axis
   all_but_<group>   every axis except one group of `rlx.envs.scaffold.axes.AXIS_GROUPS`
-Each arm x seed is an ordinary resumable run (`train_and_evaluate`) in `<workdir>/<arm>/seed<k>`
-that evaluates its start and its final parameters greedily on held-out scaffolds of every axis
-together (`all`) and of each group alone (`eval.heldout_sets`: the group's axes held out, the
-rest canonical); the figures go to `result.json` there, so a rerun skips finished arms. At the
-end: `results.md` (a table, mean and per seed) and `generalization.png` (one panel per
-evaluation set, bars with the per-seed points).
+An arm trains `base.sft.steps` on oracle demos of its axes (`config.mixture`), then
+`base.rl.steps` of RL on them. Each arm x seed is an ordinary resumable run
+(`train_and_evaluate`) in `<workdir>/<arm>/seed<k>`, evaluated greedily on held-out scaffolds of
+every axis together (`all`) and of each group alone (`eval.heldout_sets`: the group's axes held
+out, the rest canonical), and on its own train scaffolds; `<workdir>/start` evaluates the
+common start on the same sets. The figures go to `result.json` in each run, so a rerun skips
+finished arms. At the end: `results.md` (a table, mean and per seed) and `generalization.png`
+(one panel per evaluation set, bars with the per-seed points).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rlx.envs.scaffold.axes import AXES, AXIS_GROUPS
 from rlx.train import loop
 
 BASE_ARMS = ("none", "tools_only", "all_axes")
+START = "start"   # the run that evaluates the common start
 
 
 def arm_axes(arm: str) -> str:
@@ -50,18 +53,25 @@ def eval_sets() -> dict[str, str]:
     return {"all": "all_axes", **{g: "+".join(axes) for g, axes in AXIS_GROUPS.items()}}
 
 
-def _parse_list(value: str, known, key: str) -> list[str]:
-    items = [x.strip() for x in value.split("+") if x.strip()]
-    unknown = [x for x in items if x not in known]
-    if unknown or not items:
-        raise ValueError(f"{key}={value!r}: unknown {unknown}; allowed: {list(known)}")
-    return items
+def parse_arms(value: str) -> list[str]:
+    """'none+all_axes' -> ['none', 'all_axes'], every name checked."""
+    arms = [x.strip() for x in value.split("+") if x.strip()]
+    unknown = [x for x in arms if x not in all_arms()]
+    if unknown or not arms:
+        raise ValueError(f"arms={value!r}: unknown {unknown}; allowed: {list(all_arms())}")
+    return arms
 
 
 def arm_config(config: ml_collections.ConfigDict, arm: str, seed: int):
+    """The run config of one arm and seed; `arm=START` evaluates the common start untrained."""
     cfg = ml_collections.ConfigDict(config.base.to_dict())
     cfg.seed = seed
-    cfg.env.train_axes = arm_axes(arm)
+    if arm == START:
+        cfg.sft.steps = cfg.rl.steps = 0
+        cfg.env.train_axes = "none"   # its train set: the canonical scaffold it was trained on
+    else:
+        cfg.env.train_axes = arm_axes(arm)
+        cfg.sft.mixture = config.mixture.format(axes=cfg.env.train_axes)
     cfg.env.eval_axes = "all_axes"
     cfg.eval.heldout_sets = {name: axes for name, axes in eval_sets().items() if name != "all"}
     cfg.mesh.shape = tuple(cfg.mesh.shape)
@@ -75,29 +85,34 @@ def _success(metrics: dict[str, float]) -> dict[str, float]:
     return {"all": metrics["heldout/success"], **out, "train": metrics["train/success"]}
 
 
+def _run_once(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str) -> dict:
+    """One arm x seed: its success per evaluation set, from `result.json` if it finished."""
+    run_dir = os.path.join(workdir, arm) if arm == START else os.path.join(workdir, arm,
+                                                                           f"seed{seed}")
+    path = os.path.join(run_dir, "result.json")
+    if not os.path.exists(path):
+        cfg = arm_config(config, arm, seed)
+        print(f"== {arm} seed {seed}: train_axes={cfg.env.train_axes} sft_steps={cfg.sft.steps} "
+              f"rl_steps={cfg.rl.steps}", flush=True)
+        summary = loop.train_and_evaluate(cfg, run_dir)
+        with open(path, "w") as f:
+            json.dump(_success(summary["final"]), f, indent=2)
+    with open(path) as f:
+        return json.load(f)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or resumes) every arm x seed, then writes the table and the plot."""
-    arms = _parse_list(config.arms, all_arms(), "arms")
-    seeds = list(range(config.seeds))
+    """Runs (or resumes) the start's evaluation and every arm x seed, then writes the table and
+    the plot."""
+    arms = parse_arms(config.arms)
     # Arms share shapes and code: later arms load their executables from this cache.
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    for seed in seeds:
+    start = _run_once(config, START, 0, workdir)
+    results: dict[str, dict[int, dict[str, float]]] = {arm: {} for arm in arms}
+    for seed in range(config.seeds):   # seed-major: a stopped run has every arm's first seeds
         for arm in arms:
-            run_dir = os.path.join(workdir, arm, f"seed{seed}")
-            path = os.path.join(run_dir, "result.json")
-            if not os.path.exists(path):
-                cfg = arm_config(config, arm, seed)
-                print(f"== arm {arm} seed {seed}: train_axes={cfg.env.train_axes}", flush=True)
-                summary = loop.train_and_evaluate(cfg, run_dir)
-                with open(path, "w") as f:
-                    json.dump({"final": _success(summary["final"]),
-                               "start": _success(summary["warm_start"])}, f, indent=2)
-            with open(path) as f:
-                result = json.load(f)
-            results.setdefault(arm, {})[seed] = result["final"]
-            start = result["start"]   # the same starting point in every arm
+            results[arm][seed] = _run_once(config, arm, seed, workdir)
     table = write_table(results, start, os.path.join(workdir, "results.md"))
     plot(results, start, os.path.join(workdir, "generalization.png"))
     print(table, flush=True)
@@ -106,12 +121,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def write_table(results: dict, start: dict[str, float], path: str) -> str:
     sets = list(eval_sets()) + ["train"]
-    lines = ["| arm | " + " | ".join(f"held-out {s}" if s != "train" else "train scaffolds"
+    # "train": each arm's own train scaffolds (the start's: the canonical scaffold).
+    lines = ["| arm | " + " | ".join(f"held-out {s}" if s != "train" else "own train scaffolds"
                                       for s in sets) + " |",
              "|---|" + "---|" * len(sets),
-             # The start's train-scaffold figure depends on the arm's train axes: not shown.
-             "| start | " + " | ".join(f"{start[s]:.3f}" if s != "train" else "-"
-                                       for s in sets) + " |"]
+             "| start | " + " | ".join(f"{start[s]:.3f}" for s in sets) + " |"]
     for arm, by_seed in results.items():
         cells = []
         for s in sets:

@@ -118,13 +118,13 @@ CARD_KEYS = ("success", "tool_calls", "invalid_calls")
 def training_card(workdir: str, recipe: str) -> dict:
     """What a shipped checkpoint's `metrics.json` records of the run that made it: the recipe,
     its steps and wall time, the supervised loss per 100 steps, and every evaluation (success,
-    tool calls, invalid calls per evaluation set)."""
+    pass@k, tool calls, invalid calls per evaluation set)."""
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     nll = [r["nll"] for r in records if r["stage"] == "sft" and r.get("nll") is not None]
     evaluations = [
         {"stage": r["stage"], "step": r["step"],
          **{k: round(v, 4) for k, v in sorted(r.items())
-            if k.rpartition("/")[2] in CARD_KEYS and v is not None}}
+            if (k.rpartition("/")[2] in CARD_KEYS or "/pass@" in k) and v is not None}}
         for r in records if r["stage"] in ("sft_eval", "eval")]
     card = {"recipe": recipe, "steps": len(nll),
             "nll_mean_per_100_steps": [round(float(np.mean(nll[i:i + 100])), 3)

@@ -17,7 +17,8 @@ def test_training_card_summarizes_the_log(tmp_path):
         if step == 200:
             writer.write("sft_eval", step, {"train/success": 0.25, "heldout/success": 0.125,
                                             "heldout/tool_calls": 1.5, "train/length": 99.0})
-    writer.write("eval", 0, {"train/success": 0.5, "heldout:tools/success": 0.0625})
+    writer.write("eval", 0, {"train/success": 0.5, "heldout:tools/success": 0.0625,
+                             "heldout/pass@8": 0.25, "heldout/rounds": 3.0})
     writer.close()
     with open(os.path.join(tmp_path, "summary.json"), "w") as f:
         json.dump({"wall_seconds": 61.7}, f)
@@ -31,4 +32,5 @@ def test_training_card_summarizes_the_log(tmp_path):
     assert card["evaluations"] == [
         {"stage": "sft_eval", "step": 200, "heldout/success": 0.125, "heldout/tool_calls": 1.5,
          "train/success": 0.25},
-        {"stage": "eval", "step": 0, "heldout:tools/success": 0.0625, "train/success": 0.5}]
+        {"stage": "eval", "step": 0, "heldout/pass@8": 0.25, "heldout:tools/success": 0.0625,
+         "train/success": 0.5}]
