@@ -7,6 +7,8 @@
     python -m experiments.export_hf --workdir=runs/ws2 --out=rlx/assets/toolcalc_warmstart_stage2
     python -m experiments.train --config=configs/toolcalc_sft.py:stage3 --workdir=runs/ws3
     python -m experiments.export_hf --workdir=runs/ws3 --out=rlx/assets/toolcalc_warmstart
+    python -m experiments.train --config=configs/toolcalc_sft.py:canonical --workdir=runs/canon
+    python -m experiments.export_hf --workdir=runs/canon --out=rlx/assets/toolcalc_canonical
 
 The tiny model from random weights. First `copy_steps` steps on the copy corpus alone (rows
 packed with short random sequences, each repeated once: the induction skill behind copying a
@@ -26,7 +28,7 @@ It is evaluated greedily on 128 frozen all-axes train and held-out episodes ever
 (configs/generalization.py): from random weights, the copy corpus, then the recall corpus and
 oracle demos on the canonical scaffold only, so it has read contexts but never seen the scaffold
 variation the arms differ in. Its "train" evaluation set is the canonical scaffold; held out
-stays all axes.
+stays all axes. Shipped as `rlx/assets/toolcalc_canonical` (52 min on 2 cores).
 
 `stage2` continues a finished first stage (by default `rlx/assets/toolcalc_warmstart_stage1`)
 for `steps` (default 2000) more steps at lr 1e-3 (cosine), adding the `recall` corpus (lookup
