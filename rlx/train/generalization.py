@@ -87,8 +87,7 @@ def _success(metrics: dict[str, float]) -> dict[str, float]:
 
 def _run_once(config: ml_collections.ConfigDict, arm: str, seed: int, workdir: str) -> dict:
     """One arm x seed: its success per evaluation set, from `result.json` if it finished."""
-    run_dir = os.path.join(workdir, arm) if arm == START else os.path.join(workdir, arm,
-                                                                           f"seed{seed}")
+    run_dir = os.path.join(workdir, arm) if arm == START else os.path.join(workdir, arm, f"seed{seed}")
     path = os.path.join(run_dir, "result.json")
     if not os.path.exists(path):
         cfg = arm_config(config, arm, seed)
