@@ -32,6 +32,7 @@ class TokenOut:
         self.offs: list = []
         self.lens: list = []
         self._fields: dict = {}   # (grammar, field) -> segments: each traced once per render
+        self._descs = None        # every description kind's segments, stacked
 
     def _field(self, grammar: str, field: str):
         if (grammar, field) not in self._fields:
@@ -53,13 +54,12 @@ class TokenOut:
         self._seg(*self.tables.name_segments(self.sc, kind))
 
     def desc(self, kind) -> None:
-        if "descs" not in self._fields:   # every description kind's segments, stacked
+        if self._descs is None:
             segs = [self._field(g.name, "text") for g in axes.TOOL_DESCS]
             width = max(o.shape[0] for o, _ in segs)
-            self._fields["descs"] = tuple(
-                jnp.stack([jnp.pad(x, (0, width - x.shape[0])) for x in column])
-                for column in zip(*segs, strict=True))
-        offs, lens = self._fields["descs"]
+            self._descs = tuple(jnp.stack([jnp.pad(x, (0, width - x.shape[0])) for x in column])
+                                for column in zip(*segs, strict=True))
+        offs, lens = self._descs
         self._seg(offs[kind], lens[kind])
 
     def error(self, err) -> None:
