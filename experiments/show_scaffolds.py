@@ -19,7 +19,7 @@ from rlx import envs
 from rlx.envs.play import oracle_fn, play, random_action_fn
 from rlx.envs.scaffold import AXES, axes_mask
 from rlx.envs.scaffold.tables import axis_labels
-from rlx.train.evaluation import render_episode
+from rlx.rollout.trajectory import render_episode
 
 _ENV = flags.DEFINE_string("env", "toolcalc", "a tool env: toolcalc or kvlookup")
 _AXIS = flags.DEFINE_string("axis", "", "only this axis ('' = every axis, then all together)")

@@ -9,7 +9,7 @@ from rlx.rollout.config import SamplingConfig, rollout_kwargs
 from rlx.rollout.episodes import episode_keys, run_episodes
 from rlx.rollout.sampler import sample
 from rlx.rollout.sampling import filter_logits, select_tokens
-from rlx.rollout.trajectory import FinishReason, Trajectory
+from rlx.rollout.trajectory import FinishReason, Trajectory, render_episode
 
-__all__ = ["FinishReason", "SamplingConfig", "Trajectory", "episode_keys",
-           "filter_logits", "rollout_kwargs", "run_episodes", "sample", "select_tokens"]
+__all__ = ["FinishReason", "SamplingConfig", "Trajectory", "episode_keys", "filter_logits",
+           "render_episode", "rollout_kwargs", "run_episodes", "sample", "select_tokens"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = jax.Array
@@ -72,3 +73,17 @@ class Trajectory:
     def valid_mask(self) -> Array:
         """[B,T] bool: positions inside each row's length."""
         return jnp.arange(self.tokens.shape[1])[None, :] < self.length[:, None]
+
+
+def render_episode(tokenizer, traj: Trajectory, row: int, open_mark: str = "\u27e6",
+                   close_mark: str = "\u27e7") -> str:
+    """Decodes one row; the policy's own tokens are wrapped in open_mark ... close_mark."""
+    toks = np.asarray(traj.tokens[row])[: int(traj.length[row])]
+    mask = np.asarray(traj.policy_mask[row])[: len(toks)]
+    out, start = [], 0
+    for i in range(1, len(toks) + 1):
+        if i == len(toks) or mask[i] != mask[start]:
+            text = tokenizer.decode([int(t) for t in toks[start:i]])
+            out.append(f"{open_mark}{text}{close_mark}" if mask[start] else text)
+            start = i
+    return "".join(out)

@@ -14,7 +14,7 @@ from rlx.envs import make
 from rlx.envs.scaffold import AXES
 from rlx.envs.scaffold.tables import axis_labels
 from rlx.rollout import episode_keys
-from rlx.rollout.trajectory import FinishReason, Trajectory
+from rlx.rollout.trajectory import FinishReason, render_episode
 from rlx.train import loop
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
@@ -29,20 +29,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         cfg = ml_collections.ConfigDict(json.load(f))
     cfg.mesh.shape = tuple(cfg.mesh.shape)
     return cfg
-
-
-def render_episode(tokenizer, traj: Trajectory, row: int, open_mark: str = "\u27e6",
-                   close_mark: str = "\u27e7") -> str:
-    """Decodes one row; the policy's own tokens are wrapped in open_mark ... close_mark."""
-    toks = np.asarray(traj.tokens[row])[: int(traj.length[row])]
-    mask = np.asarray(traj.policy_mask[row])[: len(toks)]
-    out, start = [], 0
-    for i in range(1, len(toks) + 1):
-        if i == len(toks) or mask[i] != mask[start]:
-            text = tokenizer.decode([int(t) for t in toks[start:i]])
-            out.append(f"{open_mark}{text}{close_mark}" if mask[start] else text)
-            start = i
-    return "".join(out)
 
 
 def restore_params(workdir: str, step: int | None = None,

@@ -20,7 +20,7 @@ import ml_collections
 
 from rlx import algos, diagnostics, sharding
 from rlx.rollout import run_episodes
-from rlx.rollout.trajectory import Trajectory
+from rlx.rollout.trajectory import Trajectory, render_episode
 from rlx.train import setup as setup_lib
 from rlx.train import workdir as workdir_lib
 from rlx.train.checkpoint import Checkpointer, ensure_writable
@@ -88,14 +88,15 @@ def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
     return to_python(metrics), traj
 
 
-def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0,
-                 pass_k_tasks: int | None = None) -> dict[str, float]:
+def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0, pass_k_tasks: int | None = None
+                 ) -> tuple[dict[str, float], dict[str, Trajectory]]:
     """Greedy (`eval.temperature`) metrics of both frozen sets, `{split}/{name}`; with
     `pass_k` > 1 also `{split}/pass@{k}` and `{split}/pass@1` from k samples per task at
-    temperature 1, on the first `pass_k_tasks` tasks (default: all)."""
-    out = {}
+    temperature 1, on the first `pass_k_tasks` tasks (default: all). Also returns the greedy
+    episodes of both sets, by split."""
+    out, episodes = {}, {}
     for split in ("train", "heldout"):
-        metrics, _ = evaluate(s, params, split)
+        metrics, episodes[split] = evaluate(s, params, split)
         out.update({f"{split}/{k}": v for k, v in metrics.items()})
         if pass_k > 1:
             sampled, _ = evaluate(s, params, split, samples=pass_k, temperature=1.0,
@@ -105,7 +106,7 @@ def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0,
     for split in s.eval_params:
         if split.startswith("heldout:"):   # `eval.heldout_sets`: greedy success only
             out[f"{split}/success"] = evaluate(s, params, split)[0]["success"]
-    return out
+    return out, episodes
 
 
 # -- RL batch preparation (one jit) --------------------------------------------------------------
@@ -327,6 +328,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     writer = MetricsWriter(workdir)
 
+    def log_eval(stage: str, step: int, ev: dict, episodes: dict[str, Trajectory]) -> None:
+        """Writes an evaluation, and its first `eval.print_episodes` greedy episodes per split
+        decoded as TensorBoard text (policy tokens between ⟦ and ⟧)."""
+        writer.write(stage, step, ev)
+        for split, traj in episodes.items():
+            for row in range(min(config.eval.get("print_episodes", 0), traj.tokens.shape[0])):
+                text = render_episode(s.tokenizer, traj, row)
+                writer.text(f"{stage}/{split}/episode{row}", step, f"```\n{text}\n```")
+
     def save(stage_meta: dict) -> None:
         if ckpt.latest_step() == stage_meta["sft_step"] + stage_meta["rl_step"]:
             return  # e.g. rl.steps=0: the warm-start checkpoint is already the final one
@@ -345,15 +355,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             meta["sft_step"] = step + 1
             eval_every = config.sft.get("eval_every", 0)
             if eval_every and (step + 1) % eval_every == 0 and step + 1 < sft_steps:
-                ev = evaluate_all(s, state["train"].params)
-                writer.write("sft_eval", step + 1, ev)
+                ev, episodes = evaluate_all(s, state["train"].params)
+                log_eval("sft_eval", step + 1, ev, episodes)
                 _print_eval(f"warm start step {step + 1}", ev)
             if (step + 1) % config.checkpoint.every == 0 and step + 1 < sft_steps:
                 save(meta)
         params = state["train"].params
-        warm = evaluate_all(s, params, config.eval.get("pass_k", 0),
-                            config.eval.get("pass_k_tasks") or None)
-        writer.write("eval", 0, warm)
+        warm, episodes = evaluate_all(s, params, config.eval.get("pass_k", 0),
+                                      config.eval.get("pass_k_tasks") or None)
+        log_eval("eval", 0, warm, episodes)
         critic = None if s.critic is None else run.init_critic(k_critic)
         # The reference is a copy: the train state's buffers are donated to every update.
         state = jax.device_put(
@@ -393,8 +403,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  compiles=COMPILES.count - compiles_before)
         meta["rl_step"] = step + 1
         if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < rl_steps:
-            ev = evaluate_all(s, train.params)
-            writer.write("eval", step + 1, ev)
+            ev, episodes = evaluate_all(s, train.params)
+            log_eval("eval", step + 1, ev, episodes)
             m.update({k: v for k, v in ev.items() if k.endswith("/success")})
         values = writer.write(RL, step + 1, m)
         progress.update(step + 1, values)
@@ -404,10 +414,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if rl_steps == 0 and meta.get("warm_start"):
         final = meta["warm_start"]  # no RL: the warm-start evaluation is the final one
     else:
-        final = evaluate_all(s, state["train"].params, config.eval.get("pass_k", 0),
-                             config.eval.get("pass_k_tasks") or None)
-    if rl_steps > 0 and meta.get("final_written_at") != rl_steps:
-        writer.write("eval", rl_steps, final)
+        final, episodes = evaluate_all(s, state["train"].params, config.eval.get("pass_k", 0),
+                                       config.eval.get("pass_k_tasks") or None)
+        if meta.get("final_written_at") != rl_steps:
+            log_eval("eval", rl_steps, final, episodes)
+    if meta.get("final_written_at") != rl_steps:
+        writer.hparams(config.to_dict(), {f"final/{k}": v for k, v in final.items()
+                                          if k.endswith(("success", "pass@1"))})
     meta["final_written_at"] = rl_steps
     save(meta)
     ckpt.close()

@@ -57,10 +57,35 @@ class MetricsWriter:
                     self._tb.add_scalar(f"{stage}/{k}", v, int(step))
         return values
 
+    def text(self, tag: str, step: int, text: str) -> None:
+        """A text entry (e.g. a decoded episode) in TensorBoard's Text tab."""
+        if self._tb is not None:
+            self._tb.add_text(tag, text, int(step))
+
+    def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """The run's flattened config beside its final `metrics` (TensorBoard's HParams tab, for
+        comparing runs); values that are not numbers, strings or bools are written as strings."""
+        if self._tb is None:
+            return
+        flat = {k: v if isinstance(v, bool | int | float | str) else str(v)
+                for k, v in _flatten(config).items()}
+        self._tb.add_hparams(flat, {k: v for k, v in metrics.items() if math.isfinite(v)},
+                             name="hparams")
+
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from _tensorboard import read_events
 
 from configs import toolcalc_grpo
 from rlx.train import setup as setup_lib
@@ -130,7 +131,14 @@ def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
     for name in ("metrics.jsonl", "summary.txt", "summary.json", "learning_curves.png",
                  "config.json"):
         assert os.path.exists(os.path.join(full, name)), name
-    assert os.listdir(os.path.join(full, "tb"))
+    # TensorBoard: the scalars, `eval.print_episodes` decoded greedy episodes per split at each
+    # evaluation (policy tokens marked), and the config beside the final metrics (HParams).
+    tags = {v.tag for _, e in read_events(os.path.join(full, "tb")) for v in e.summary.value}
+    assert {"rl/reward", "eval/heldout/success", "_hparams_/session_start_info",
+            "final/heldout/success"} <= tags
+    texts = [v.tensor.string_val[0].decode() for _, e in read_events(os.path.join(full, "tb"))
+             for v in e.summary.value if v.tag.startswith("eval/heldout/episode")]
+    assert len(texts) == 3 * 3 and all("\u27e6" in t for t in texts)   # 3 evaluations
     summary = json.load(open(os.path.join(full, "summary.json")))
     assert "heldout/success" in summary["final"] and "heldout/success" in summary["warm_start"]
     records = [json.loads(line) for line in open(os.path.join(full, "metrics.jsonl"))]

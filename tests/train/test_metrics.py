@@ -1,9 +1,11 @@
-"""The training card a shipped checkpoint carries (`metrics.json`), from a run's metrics log."""
+"""The training card a shipped checkpoint carries (`metrics.json`), from a run's metrics log;
+what the metrics writer puts in TensorBoard."""
 
 import json
 import os
 
 import numpy as np
+from _tensorboard import read_events
 
 from rlx.train.metrics import MetricsWriter, training_card
 
@@ -34,3 +36,29 @@ def test_training_card_summarizes_the_log(tmp_path):
          "train/success": 0.25},
         {"stage": "eval", "step": 0, "heldout/pass@8": 0.25, "heldout:tools/success": 0.0625,
          "train/success": 0.5}]
+
+
+def test_tensorboard_gets_scalars_text_and_hparams(tmp_path):
+    writer = MetricsWriter(str(tmp_path))
+    writer.write("eval", 3, {"heldout/success": 0.25})
+    writer.text("eval/heldout/episode0", 3, "```\nadd(2, 3) \u27e65\u27e7\n```")
+    writer.hparams({"rl": {"loss": "cispo", "steps": 24}, "mesh": {"shape": (8, 1, 1)},
+                    "seed": 0}, {"final/heldout/success": 0.5, "final/train/success": float("nan")})
+    writer.close()
+    values = {(where, v.tag): (e.step, v) for where, e in read_events(tmp_path / "tb")
+              for v in e.summary.value}
+    step, scalar = values[(".", "eval/heldout/success")]
+    assert step == 3 and abs(scalar.simple_value - 0.25) < 1e-7
+    step, text = next(v for (_, tag), v in values.items() if tag.startswith("eval/heldout/episode0"))
+    assert step == 3 and text.tensor.string_val[0].decode() == "```\nadd(2, 3) \u27e65\u27e7\n```"
+    hp = [v for (where, tag), (_, v) in values.items() if tag == "_hparams_/session_start_info"]
+    assert len(hp) == 1
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    info = HParamsPluginData.FromString(hp[0].metadata.plugin_data.content).session_start_info
+    assert info.hparams["rl.loss"].string_value == "cispo"
+    assert info.hparams["rl.steps"].number_value == 24
+    assert info.hparams["mesh.shape"].string_value == "(8, 1, 1)"
+    # The final metrics are logged as scalars of the hparams run; the non-finite one is left out.
+    tags = {tag for _, tag in values}
+    assert "final/heldout/success" in tags and "final/train/success" not in tags
