@@ -1,7 +1,10 @@
-"""Training: optimizer, update and SFT steps, checkpoints, metrics and the RL loop."""
+"""Training: the RL step (`step.py`), the driver with its checkpoints and logs (`loop.py`),
+evaluation, the optimizer, update and SFT steps, and the supervised data mixtures."""
 
-from rlx.train.loop import evaluate, evaluate_all, train_and_evaluate
+from rlx.train.evaluation import evaluate, evaluate_all
+from rlx.train.loop import train_and_evaluate
+from rlx.train.step import Run
 from rlx.train.update import RLBatch, TrainState, UpdateConfig, make_sft_step, make_update_step
 
-__all__ = ["RLBatch", "TrainState", "UpdateConfig", "evaluate", "evaluate_all",
+__all__ = ["RLBatch", "Run", "TrainState", "UpdateConfig", "evaluate", "evaluate_all",
            "make_sft_step", "make_update_step", "train_and_evaluate"]

@@ -1,5 +1,10 @@
-"""Evaluate a checkpoint of a workdir on the frozen train-scaffold and held-out-scaffold sets,
-and render a few episodes as text (policy spans marked) so a researcher can see what it does."""
+"""Evaluation: a policy's episodes on the frozen train-scaffold and held-out-scaffold sets.
+
+`evaluate(setup, params, split)` plays one frozen set (the same tasks and scaffolds every time:
+a fixed key), `evaluate_all` both sets and `eval.heldout_sets`, as the trainer does; the rest
+evaluates a checkpoint of a workdir (or the parameters a config starts from), by scaffold
+variant and per held-out axis, and renders a few episodes as text (policy spans marked) so a
+researcher can see what it does (`experiments/eval.py`)."""
 
 from __future__ import annotations
 
@@ -7,17 +12,77 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from rlx.envs import make
 from rlx.envs.scaffold import AXES
 from rlx.envs.scaffold.tables import axis_labels
-from rlx.rollout import episode_keys
-from rlx.rollout.trajectory import FinishReason, render_episode
-from rlx.train import loop
+from rlx.rollout import episode_keys, run_episodes
+from rlx.rollout.trajectory import FinishReason, Trajectory, render_episode
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
+from rlx.train.metrics import episode_metrics, to_python
+from rlx.train.step import Run, run_keys
+
+Array = jax.Array
+
+
+def eval_key(cfg: ml_collections.ConfigDict, split: str) -> Array:
+    """The fixed key of the frozen `split` evaluation set."""
+    return jax.random.fold_in(jax.random.key(cfg.eval.seed), 0 if split == "train" else 1)
+
+
+def evaluate(s: setup_lib.Setup, params, split: str, samples: int = 1,
+             temperature: float | None = None,
+             num_episodes: int | None = None) -> tuple[dict[str, float], Trajectory]:
+    """Episodes on the frozen `split` set: the same `eval.num_episodes` tasks and scaffolds every
+    time (a fixed key), at `temperature` (None: `eval.temperature`, greedy by default).
+
+    `samples` > 1 plays every task of the set `samples` times (consecutive rows, one group per
+    task; the tasks are those of `samples=1`). Then `success` is pass@1 (the mean over all
+    samples) and `pass@{samples}` is the share of tasks solved by at least one sample: the
+    headroom RL can turn into pass@1, since it only reinforces what the policy samples.
+    `num_episodes` plays only the first tasks of the set (default: all `eval.num_episodes`).
+    """
+    cfg = s.config
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be >= 1")
+    temperature = cfg.eval.temperature if temperature is None else temperature
+    n = cfg.eval.num_episodes if num_episodes is None else num_episodes
+    if not 0 < n <= cfg.eval.num_episodes:
+        raise ValueError(f"num_episodes={n}: allowed 1..eval.num_episodes="
+                         f"{cfg.eval.num_episodes}")
+    kw = dict(s.sampling, batch_size=n * samples, group_size=samples, temperature=temperature)
+    traj = run_episodes(s.policy, params, s.env, s.eval_params[split], eval_key(cfg, split), **kw)
+    total, comps = s.reward_fn(traj, traj.task)
+    metrics = episode_metrics(traj, total, comps)
+    if samples > 1 and "correct" in traj.info:
+        solved = traj.info["correct"].reshape(-1, samples).any(axis=1)
+        metrics[f"pass@{samples}"] = jnp.mean(solved.astype(jnp.float32))
+    return to_python(metrics), traj
+
+
+def evaluate_all(s: setup_lib.Setup, params, pass_k: int = 0, pass_k_tasks: int | None = None
+                 ) -> tuple[dict[str, float], dict[str, Trajectory]]:
+    """Greedy (`eval.temperature`) metrics of both frozen sets, `{split}/{name}`; with
+    `pass_k` > 1 also `{split}/pass@{k}` and `{split}/pass@1` from k samples per task at
+    temperature 1, on the first `pass_k_tasks` tasks (default: all). Also returns the greedy
+    episodes of both sets, by split."""
+    out, episodes = {}, {}
+    for split in ("train", "heldout"):
+        metrics, episodes[split] = evaluate(s, params, split)
+        out.update({f"{split}/{k}": v for k, v in metrics.items()})
+        if pass_k > 1:
+            sampled, _ = evaluate(s, params, split, samples=pass_k, temperature=1.0,
+                                  num_episodes=pass_k_tasks)
+            out[f"{split}/pass@{pass_k}"] = sampled[f"pass@{pass_k}"]
+            out[f"{split}/pass@1"] = sampled["success"]
+    for split in s.eval_params:
+        if split.startswith("heldout:"):   # `eval.heldout_sets`: greedy success only
+            out[f"{split}/success"] = evaluate(s, params, split)[0]["success"]
+    return out, episodes
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -36,7 +101,7 @@ def restore_params(workdir: str, step: int | None = None,
     """(Setup, step, policy params) of checkpoint `step` (None: latest) of a workdir."""
     config = load_config(workdir) if config is None else config
     s = setup_lib.build(config)
-    run = loop._Run(s)
+    run = Run(s)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step() if step is None else step
     if step is None or step not in ckpt.all_steps():
@@ -52,17 +117,17 @@ def initial_params(config: ml_collections.ConfigDict):
     """(Setup, policy params) a run of `config` starts from: the `init.hf_path` checkpoint (the
     warm start of the default config) or the random init of `config.seed`."""
     s = setup_lib.build(config)
-    return s, loop._Run(s).init_params(loop.run_keys(config)["init"])
+    return s, Run(s).init_params(run_keys(config)["init"])
 
 
 def scaffold_labels(s: setup_lib.Setup, split: str, samples: int = 1) -> dict | None:
     """{axis: [num_episodes * samples] labels} of every row of the frozen `split` set, as
-    `loop.evaluate(..., samples)` plays it (`rlx.envs.scaffold.tables.axis_labels`); None for
+    `evaluate(..., samples)` plays it (`rlx.envs.scaffold.tables.axis_labels`); None for
     envs without scaffolds."""
     if not hasattr(s.env, "tables"):
         return None
     n = s.config.eval.num_episodes * samples
-    reset_keys = episode_keys(loop.eval_key(s.config, split), n, samples)[0]
+    reset_keys = episode_keys(eval_key(s.config, split), n, samples)[0]
     states = jax.jit(jax.vmap(s.env.reset, in_axes=(0, None)))(reset_keys, s.eval_params[split])[1]
     return axis_labels(s.env.tables, jax.device_get(states.scaffold))
 
@@ -71,7 +136,7 @@ def success_by_variant(s: setup_lib.Setup, split: str, correct: np.ndarray,
                        samples: int = 1) -> dict[str, dict[str, tuple[float, int]]]:
     """Success of the frozen `split` set broken down by each axis that varies there:
     {axis: {label: (success rate, episodes)}}. `correct`: [rows] of
-    `loop.evaluate(s, params, split, samples)`."""
+    `evaluate(s, params, split, samples)`."""
     labels = scaffold_labels(s, split, samples)
     if labels is None:
         return {}
@@ -101,7 +166,7 @@ def evaluate_heldout_sets(s: setup_lib.Setup, params, sets: dict[str, str], samp
     for name, axes in sets.items():
         split = f"heldout:{name}"
         s.eval_params[split] = make(s.config.env.name, split="heldout", axes=axes, **kw)[1]
-        out[name] = loop.evaluate(s, params, split, samples, temperature)[0]
+        out[name] = evaluate(s, params, split, samples, temperature)[0]
     return out
 
 
@@ -111,7 +176,7 @@ def evaluate_checkpoint(workdir: str | None, step: int | None = None,
                         temperature: float | None = None) -> tuple[dict, dict[str, list[str]]]:
     """Restores `step` (None: latest) of `workdir` and evaluates both frozen sets; with
     `workdir=None`, evaluates the parameters `config` starts from (e.g. the warm start).
-    `samples`, `temperature`: as in `loop.evaluate` (pass@k with samples > 1).
+    `samples`, `temperature`: as in `evaluate` (pass@k with samples > 1).
 
     Returns (metrics `{split}/{name}` plus `{split}/by_variant` (`success_by_variant`), `step`
     and the sampling `temperature` used, {split: rendered episodes}).
@@ -125,7 +190,7 @@ def evaluate_checkpoint(workdir: str | None, step: int | None = None,
     used = s.config.eval.temperature if temperature is None else temperature
     metrics, examples = {"step": step, "temperature": float(used)}, {}
     for split in ("train", "heldout"):
-        m, traj = loop.evaluate(s, params, split, samples, temperature)
+        m, traj = evaluate(s, params, split, samples, temperature)
         metrics.update({f"{split}/{k}": v for k, v in m.items()})
         reasons = np.asarray(jax.device_get(traj.finish_reason))
         correct = np.asarray(jax.device_get(traj.info.get("correct", np.zeros(len(reasons)))))

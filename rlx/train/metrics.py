@@ -1,5 +1,5 @@
-"""Metrics: JSON lines + TensorBoard event files (tensorboardX, no TensorFlow), a console progress
-bar, and at the end a PNG of the learning curves."""
+"""Metrics: per-batch episode means, JSON lines + TensorBoard event files (tensorboardX, no
+TensorFlow), a console progress bar, and at the end a PNG of the learning curves."""
 
 from __future__ import annotations
 
@@ -12,13 +12,37 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from rlx.rollout.trajectory import Trajectory
+
+Array = jax.Array
 
 
 def to_python(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Device scalars -> Python floats (one transfer for the whole dict)."""
     host = jax.device_get(dict(metrics))
     return {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).size == 1}
+
+
+def episode_metrics(traj: Trajectory, total: Array, components: dict[str, Array]) -> dict:
+    """Per-batch means: reward and components, success, lengths, rounds, tool calls, hacks."""
+    info = traj.info
+    out = {"reward": jnp.mean(total)}
+    out.update({f"reward/{k}": jnp.mean(v) for k, v in components.items()})
+    if "correct" in info:
+        out["success"] = jnp.mean(info["correct"].astype(jnp.float32))
+    if "used_forbidden_tool" in info:
+        out["hack_rate"] = jnp.mean(info["used_forbidden_tool"].astype(jnp.float32))
+    if "invalid_calls" in info:
+        out["invalid_calls"] = jnp.mean(info["invalid_calls"].astype(jnp.float32))
+    out["response_tokens"] = jnp.mean(jnp.sum(traj.policy_mask, -1).astype(jnp.float32))
+    out["length"] = jnp.mean(traj.length.astype(jnp.float32))
+    out["rounds"] = jnp.mean(traj.rounds.astype(jnp.float32))
+    out["tool_calls"] = jnp.mean(traj.tool_calls.astype(jnp.float32))
+    out["truncated"] = jnp.mean(traj.truncated.astype(jnp.float32))
+    return out
 
 
 class MetricsWriter:

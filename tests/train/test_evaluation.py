@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rlx.envs import scaffold as S
-from rlx.train import loop
+from rlx.train import evaluation
 from rlx.train.evaluation import initial_params, scaffold_labels, success_by_variant
 from tests.train.test_loop import small_config
 
@@ -27,9 +27,9 @@ def _prompts(s, traj):
 
 def test_samples_replay_the_same_tasks_and_pass_at_k(setup_and_params):
     s, params = setup_and_params
-    one, traj1 = loop.evaluate(s, params, "heldout")
+    one, traj1 = evaluation.evaluate(s, params, "heldout")
     k = 4
-    many, traj_k = loop.evaluate(s, params, "heldout", samples=k, temperature=1.0)
+    many, traj_k = evaluation.evaluate(s, params, "heldout", samples=k, temperature=1.0)
     assert traj_k.batch_size == k * traj1.batch_size
     prompts1, prompts_k = _prompts(s, traj1), _prompts(s, traj_k)
     for i, p in enumerate(prompts1):  # row i of samples=1 is group i of samples=k
@@ -39,7 +39,7 @@ def test_samples_replay_the_same_tasks_and_pass_at_k(setup_and_params):
     assert many["success"] == pytest.approx(correct.mean())
     assert f"pass@{k}" not in one
     with pytest.raises(ValueError, match="samples=0 must be >= 1"):
-        loop.evaluate(s, params, "heldout", samples=0)
+        evaluation.evaluate(s, params, "heldout", samples=0)
 
 
 # The example call (tool_name, 3, 5) of each call-syntax family, as a reader would spot it.
@@ -81,7 +81,7 @@ def _name_style_from_text(prompt):
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_success_by_variant_matches_the_played_prompts(setup_and_params, split):
     s, params = setup_and_params
-    _, traj = loop.evaluate(s, params, split, samples=2, temperature=1.0)
+    _, traj = evaluation.evaluate(s, params, split, samples=2, temperature=1.0)
     labels = scaffold_labels(s, split, samples=2)
     prompts = _prompts(s, traj)
     assert set(labels) == set(S.AXES)

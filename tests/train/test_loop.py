@@ -79,10 +79,10 @@ def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
 
 
 def test_sft_rows_too_short_for_a_demonstration_fail_before_compiling():
-    from rlx.train import loop
+    from rlx.train import step
 
     with pytest.raises(ValueError, match=r"sft.max_len=16 leaves no room for a demonstration"):
-        loop._Run(setup_lib.build(small_config(**{"sft.max_len": 16})))
+        step.Run(setup_lib.build(small_config(**{"sft.max_len": 16})))
 
 
 def test_unknown_config_key_is_an_error():
@@ -95,9 +95,9 @@ def _params(workdir):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step()
     meta = ckpt.restore_meta(step)
-    from rlx.train import loop
+    from rlx.train import step
 
-    run = loop._Run(setup_lib.build(small_config()))
+    run = step.Run(setup_lib.build(small_config()))
     state, _ = ckpt.restore(step, run.abstract_state(meta["stage"]))
     ckpt.close()
     return step, meta, jax.device_get(state["train"].params)
@@ -193,3 +193,80 @@ def test_run_outputs_and_sigkill_resume_is_bit_exact(tmp_path):
     assert step_a == step_b == 12 and meta_a["rl_step"] == meta_b["rl_step"] == 6
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _progress(workdir, started):
+    """What a run has reached, from its files: records logged per stage, whether an orbax write
+    is in flight (its temporary directory), whether the summary exists, seconds since start."""
+    counts = {"sft": 0, "rl": 0, "eval": 0}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                stage = json.loads(line)["stage"] if line.endswith("\n") else None
+                if stage in counts:
+                    counts[stage] += 1
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    writing = os.path.isdir(ckpt_dir) and any("tmp" in n for n in os.listdir(ckpt_dir))
+    return dict(counts, writing=writing, summary=os.path.exists(os.path.join(workdir,
+                                                                          "summary.json")),
+                elapsed=time.time() - started)
+
+
+# Kill points of one run, in the order it reaches them: each kill is followed by a restart on the
+# same workdir that runs to the next point. Checkpoints are at SFT steps 2 and 4, at the end of
+# SFT (after the warm-start evaluation), at RL steps 2 and 4 and at the end. A point is
+# (name, reached, missed): an orbax write can finish between two polls; if `missed` becomes
+# true first, the run is killed there instead and the point does not count.
+KILL_POINTS = (
+    ("startup and compile", lambda p: p["elapsed"] > 5 and p["sft"] == 0, None),
+    ("SFT step 1 (no checkpoint yet)", lambda p: p["sft"] >= 1, None),
+    ("SFT step 3", lambda p: p["sft"] >= 3, None),
+    ("a checkpoint write during SFT", lambda p: p["writing"], lambda p: p["sft"] >= 5),
+    ("the warm-start evaluation", lambda p: p["sft"] >= 6 and p["eval"] == 0, None),
+    ("RL step 1", lambda p: p["rl"] >= 1, None),
+    ("RL step 2 (rollout of step 3 next)", lambda p: p["rl"] >= 2, None),
+    ("the evaluation at RL step 3", lambda p: p["eval"] >= 2, None),
+    ("a checkpoint write during RL", lambda p: p["writing"], lambda p: p["rl"] >= 5),
+    ("RL step 5", lambda p: p["rl"] >= 5, None),
+    ("the final evaluation", lambda p: p["rl"] >= 6 and not p["summary"], None),
+)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_phase_resumes_bit_exact(tmp_path):
+    """One run killed with SIGKILL at each of KILL_POINTS in turn (restarted after each) ends
+    with the same parameters and the same logged steps as an uninterrupted run."""
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    proc = _train(full)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    hit = []
+    for name, reached, missed in KILL_POINTS:
+        proc, started = _train(killed), time.time()
+        while proc.poll() is None:
+            progress = _progress(killed, started)
+            if reached(progress) or (missed is not None and missed(progress)):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                hit += [name] if reached(progress) else []
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the run finished before '{name}': {proc.communicate()[0]}")
+    print(f"killed at {len(hit)} points: {hit}")
+    assert len(hit) >= 10, hit
+    proc = _train(killed)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    records = [json.loads(line) for line in open(os.path.join(killed, "metrics.jsonl"))]
+    for stage in ("sft", "rl"):
+        assert [r["step"] for r in records if r["stage"] == stage] == list(range(1, 7)), stage
+    assert [r["step"] for r in records if r["stage"] == "eval"] == [0, 3, 6]
+    step_a, meta_a, params_a = _params(full)
+    step_b, meta_b, params_b = _params(killed)
+    assert step_a == step_b == 12 and meta_a["rl_step"] == meta_b["rl_step"] == 6
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert json.load(open(os.path.join(killed, "summary.json")))["final"] == json.load(
+        open(os.path.join(full, "summary.json")))["final"]
