@@ -4,7 +4,7 @@ evaluation, the optimizer, update and SFT steps, and the supervised data mixture
 from rlx.train.evaluation import evaluate, evaluate_all
 from rlx.train.loop import train_and_evaluate
 from rlx.train.step import Run
-from rlx.train.update import RLBatch, TrainState, UpdateConfig, make_sft_step, make_update_step
+from rlx.train.update import RLBatch, RLConfig, TrainState, make_sft_step, make_update_step
 
-__all__ = ["RLBatch", "Run", "TrainState", "UpdateConfig", "evaluate", "evaluate_all",
+__all__ = ["RLBatch", "RLConfig", "Run", "TrainState", "evaluate", "evaluate_all",
            "make_sft_step", "make_update_step", "train_and_evaluate"]

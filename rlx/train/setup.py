@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from rlx import algos, envs, rewards, sharding
+from rlx import envs, rewards, sharding
 from rlx.models import Critic, ModelConfig, Policy
 from rlx.models import hf as hf_models
 from rlx.rollout.config import rollout_kwargs
@@ -23,12 +23,10 @@ from rlx.rollout.episodes import resolve_max_len
 from rlx.tokenizer import hf as hf_tokenizer
 from rlx.tokenizer import load_default
 from rlx.train.optim import make_optimizer
-from rlx.train.update import UpdateConfig
+from rlx.train.update import RLConfig
 from rlx.train.workdir import resolve_path
 
 CRITIC_ESTIMATORS = ("gae",)
-OLD_LOGPROB_SOURCES = ("trainer", "sampler")
-CORRECTION_MODES = ("none", "tis", "mis")
 
 
 @dataclasses.dataclass
@@ -42,7 +40,7 @@ class Setup:
     rules: tuple
     policy: Policy
     critic: Critic | None
-    update_cfg: UpdateConfig
+    rl: RLConfig               # every setting of the RL step, validated
     sampling: dict             # keyword arguments of rlx.rollout.run_episodes
     reward_fn: Any             # jitted (traj, task) -> (total [B], components dict)
     # key -> initial params on the mesh; None: `policy.init` (random, from `config.model`).
@@ -78,16 +76,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if value is not None and (value <= low if strict else value < low):
             _fail(key, value, f"{'>' if strict else '>='} {low}")
     rl = config.rl
-    if rl.advantage not in algos.ADVANTAGE_ESTIMATORS:
-        _fail("rl.advantage", rl.advantage, algos.ADVANTAGE_ESTIMATORS.names())
-    if rl.loss not in algos.POLICY_LOSSES:
-        _fail("rl.loss", rl.loss, algos.POLICY_LOSSES.names())
-    if rl.old_logprobs not in OLD_LOGPROB_SOURCES:
-        _fail("rl.old_logprobs", rl.old_logprobs, OLD_LOGPROB_SOURCES)
-    if rl.correction.mode not in CORRECTION_MODES:
-        _fail("rl.correction.mode", rl.correction.mode, CORRECTION_MODES)
-    UpdateConfig.from_config(rl)
     b, g = config.rollout.batch_size, config.rollout.group_size
+    RLConfig.from_config(rl, g)   # names, modes and counts of the rl section
+    sampled_at, scored_at = config.rollout.get("temperature", 1.0), rl.get("temperature", 1.0)
+    if (sampled_at or 1.0) != (scored_at or 1.0):   # 0 (greedy) records untempered log-probs
+        raise ValueError(f"rl.temperature={scored_at} differs from rollout.temperature="
+                         f"{sampled_at}; allowed: equal (the RL step scores tokens at the "
+                         "temperature they were sampled at; rl.temperature follows "
+                         "rollout.temperature unless set)")
     if g < 1 or b % g:
         raise ValueError(f"rollout.group_size={g} does not divide rollout.batch_size={b}; "
                          f"allowed: divisors of {b}")
@@ -185,7 +181,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
             return hf_models.load(path, mesh=mesh, rules=rules, **overrides)[1]
     return Setup(config=config, tokenizer=tokenizer, env=env, env_params=env_params,
                  eval_params=eval_params, mesh=mesh, rules=rules, policy=policy, critic=critic,
-                 update_cfg=UpdateConfig.from_config(config.rl), sampling=sampling,
+                 rl=RLConfig.from_config(config.rl, config.rollout.group_size), sampling=sampling,
                  reward_fn=jax.jit(rewards.compose(config.rewards, tokenizer=tokenizer)),
                  init_params=init_params)
 

@@ -59,17 +59,16 @@ def trim_time(traj: Trajectory, bucket: int = 64) -> Trajectory:
 
 def make_prepare(s: setup_lib.Setup):
     """(params, ref_params, critic_params, traj, reward) -> (RLBatch, metrics): old and reference
-    log-probs, values, advantages, rollout correction and mismatch metrics."""
-    rl, policy, critic = s.config.rl, s.policy, s.critic
-    temp = float(s.sampling.get("temperature", 1.0)) or 1.0
+    log-probs, values, advantages, rollout correction and mismatch metrics. Reads `s.rl`."""
+    rl, policy, critic = s.rl, s.policy, s.critic
 
     def prepare(params, ref_params, critic_params, traj: Trajectory, reward: Array):
         tokens = traj.tokens
         mask = traj.policy_mask.astype(jnp.float32)
-        trainer_lp = policy.token_logprobs(params, tokens, temperature=temp)
+        trainer_lp = policy.token_logprobs(params, tokens, temperature=rl.temperature)
         # The frozen reference (the warm-start policy): for a KL term and, always, for the
         # "KL to reference" metric.
-        ref_lp = policy.token_logprobs(ref_params, tokens, temperature=temp)
+        ref_lp = policy.token_logprobs(ref_params, tokens, temperature=rl.temperature)
         kl_tok = algos.kl_penalty(trainer_lp, ref_lp, rl.kl_estimator) * mask
         if rl.kl_reward_coef > 0:  # KL in the reward: the row's summed KL, as an outcome penalty
             reward = reward - rl.kl_reward_coef * jnp.sum(kl_tok, -1)
@@ -78,9 +77,8 @@ def make_prepare(s: setup_lib.Setup):
             values = critic.values(critic_params, tokens)
         metrics = {}
         if rl.dynamic_sampling:
-            g = s.config.rollout.group_size
-            r = reward.reshape(-1, g)
-            keep = jnp.repeat(jnp.max(r, 1) > jnp.min(r, 1), g)
+            r = reward.reshape(-1, rl.group_size)
+            keep = jnp.repeat(jnp.max(r, 1) > jnp.min(r, 1), rl.group_size)
             mask = mask * keep[:, None]
             metrics["groups_kept"] = jnp.mean(keep.astype(jnp.float32))
         inputs = algos.AdvantageInputs(rewards=reward, mask=mask, group=traj.group, values=values,
@@ -90,10 +88,10 @@ def make_prepare(s: setup_lib.Setup):
         old = algos.select_old_logprobs(rl.old_logprobs, sampler=traj.rollout_logprobs,
                                         trainer=trainer_lp)
         is_w = jnp.ones_like(mask)
-        if rl.correction.mode != "none":
+        if rl.correction_mode != "none":
             corr = algos.rollout_correction_weights(
-                trainer_lp, traj.rollout_logprobs, mask, level=rl.correction.level,
-                mode=rl.correction.mode, threshold=rl.correction.threshold)
+                trainer_lp, traj.rollout_logprobs, mask, level=rl.correction_level,
+                mode=rl.correction_mode, threshold=rl.correction_threshold)
             is_w, mask = corr.weights, corr.mask
             metrics.update({f"correction/{k}": v for k, v in corr.metrics.items()})
         mm = diagnostics.mismatch_metrics(trainer_lp, traj.rollout_logprobs,
@@ -134,7 +132,7 @@ class Run:
             out_shardings=(self.state_sh[SFT]["train"], self.repl), donate_argnums=0)
         rl_train = self.state_sh[RL]["train"]
         self.update_step = jax.jit(
-            make_update_step(s.policy, self.rl_opt, s.update_cfg, s.critic, self.critic_opt),
+            make_update_step(s.policy, self.rl_opt, s.rl, s.critic, self.critic_opt),
             in_shardings=(rl_train, self.rows, self.repl), out_shardings=(rl_train, self.repl),
             donate_argnums=0)
         self.prepare = jax.jit(make_prepare(s), out_shardings=(self.rows, self.repl))

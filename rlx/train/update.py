@@ -64,10 +64,33 @@ class RLBatch:
     old_values: Array
 
 
-@dataclasses.dataclass(frozen=True)
-class UpdateConfig:
-    """Static hyper-parameters of `update_step` (hashable), usually from the `rl` config section."""
+OLD_LOGPROB_SOURCES = ("trainer", "sampler")
+CORRECTION_MODES = ("none", "tis", "mis")
+CORRECTION_LEVELS = ("token", "sequence")
 
+
+def _refuse(key: str, value: Any, allowed: Any) -> None:
+    raise ValueError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """Every setting of one RL iteration, typed and hashable (a static argument of the jitted
+    stages). `from_config` builds it once from the `rl` config section and validates it there;
+    the batch preparation (rlx/train/step.py) and `update_step` read nothing else."""
+
+    # Batch preparation: advantages, the reference KL in the reward, dynamic sampling, which
+    # log-probs count as "old", and rollout correction (rlx/algos).
+    advantage: str = "grpo"
+    advantage_kwargs: tuple[tuple[str, Any], ...] = ()
+    group_size: int = 1           # rollout.group_size: rows per task (dynamic sampling)
+    dynamic_sampling: bool = False
+    kl_reward_coef: float = 0.0   # the row's summed KL to the reference, as an outcome penalty
+    old_logprobs: str = "trainer"
+    correction_mode: str = "none"
+    correction_level: str = "token"
+    correction_threshold: float = 2.0
+    # The update: policy loss, epochs x minibatches, KL and entropy terms, critic.
     loss: str = "ppo"
     clip_low: float = 0.2
     clip_high: float = 0.28
@@ -84,16 +107,26 @@ class UpdateConfig:
     chunk_size: int = 512
 
     @classmethod
-    def from_config(cls, rl: ml_collections.ConfigDict) -> UpdateConfig:
+    def from_config(cls, rl: ml_collections.ConfigDict, group_size: int = 1) -> RLConfig:
+        """From the `rl` section (fields it lacks keep their defaults) and the rollout's
+        `group_size`; every name and count is checked here, with the key and what is allowed."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in rl.items() if k in fields})
+        values = {k: v for k, v in rl.items() if k in fields}
+        values["advantage_kwargs"] = tuple(sorted(dict(rl.get("advantage_kwargs", {})).items()))
+        correction = rl.get("correction") or {}
+        values.update({f"correction_{k}": v for k, v in dict(correction).items()})
+        cfg = cls(**values, group_size=group_size)
         if cfg.temperature == 0:  # greedy sampling records untempered log-probs
             cfg = dataclasses.replace(cfg, temperature=1.0)
-        if cfg.loss not in algos.POLICY_LOSSES:
-            raise ValueError(f"rl.loss={cfg.loss!r} is unknown; known: {algos.POLICY_LOSSES.names()}")
-        if cfg.loss_agg_mode not in algos.AGG_MODES:
-            raise ValueError(f"rl.loss_agg_mode={cfg.loss_agg_mode!r} is unknown; "
-                             f"known: {algos.AGG_MODES.names()}")
+        for key, value, allowed in (
+                ("advantage", cfg.advantage, algos.ADVANTAGE_ESTIMATORS.names()),
+                ("loss", cfg.loss, algos.POLICY_LOSSES.names()),
+                ("loss_agg_mode", cfg.loss_agg_mode, algos.AGG_MODES.names()),
+                ("old_logprobs", cfg.old_logprobs, OLD_LOGPROB_SOURCES),
+                ("correction.mode", cfg.correction_mode, CORRECTION_MODES),
+                ("correction.level", cfg.correction_level, CORRECTION_LEVELS)):
+            if value not in allowed:
+                _refuse(f"rl.{key}", value, list(allowed))
         if cfg.loss_agg_mode == "seq-mean-token-sum-norm" and cfg.horizon <= 0:
             raise ValueError("rl.loss_agg_mode='seq-mean-token-sum-norm' needs rl.horizon > 0, "
                              f"a constant normalizer (got {cfg.horizon}; rows are trimmed to "
@@ -102,8 +135,7 @@ class UpdateConfig:
         from rlx.algos.kl import KL_ALIASES
 
         if cfg.kl_estimator not in algos.KL_ESTIMATORS and cfg.kl_estimator not in KL_ALIASES:
-            raise ValueError(f"rl.kl_estimator={cfg.kl_estimator!r} is unknown; "
-                             f"known: {algos.KL_ESTIMATORS.names()}")
+            _refuse("rl.kl_estimator", cfg.kl_estimator, algos.KL_ESTIMATORS.names())
         if cfg.epochs < 1 or cfg.num_minibatches < 1:
             raise ValueError(f"rl.epochs={cfg.epochs} and rl.num_minibatches="
                              f"{cfg.num_minibatches} must be >= 1")
@@ -144,7 +176,7 @@ def _minibatches(batch: Any, key: Array, n: int) -> Any:
     return jax.tree.map(lambda x: x[perm].reshape(n, b // n, *x.shape[1:]), batch)
 
 
-def make_update_step(policy: Policy, optimizer: optax.GradientTransformation, cfg: UpdateConfig,
+def make_update_step(policy: Policy, optimizer: optax.GradientTransformation, cfg: RLConfig,
                      critic: Critic | None = None,
                      critic_optimizer: optax.GradientTransformation | None = None):
     """Builds `update_step(state, batch, key) -> (state, metrics)` for `jax.jit`."""

@@ -78,6 +78,20 @@ def test_config_errors_fail_before_compiling(key, value, match, monkeypatch):
     assert not compiled
 
 
+def test_a_scoring_temperature_other_than_the_sampling_one_is_refused():
+    # rl.temperature follows rollout.temperature through a config reference; a config without
+    # it (e.g. rebuilt from config.json) must still keep them equal.
+    import ml_collections
+
+    c = ml_collections.ConfigDict(small_config().to_dict())
+    c.rl.temperature = 0.5
+    with pytest.raises(ValueError, match=r"rl.temperature=0.5 differs from "
+                                         r"rollout.temperature=1.0; allowed: equal"):
+        setup_lib.build(c)
+    c.rl.temperature, c.rollout.temperature = 1.0, 0.0   # greedy sampling: untempered scores
+    setup_lib.build(c)
+
+
 def test_sft_rows_too_short_for_a_demonstration_fail_before_compiling():
     from rlx.train import step
 

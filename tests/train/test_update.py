@@ -11,7 +11,7 @@ import pytest
 import rlx
 from rlx import algos, sharding
 from rlx.train.optim import make_optimizer, optim_section
-from rlx.train.update import RLBatch, TrainState, UpdateConfig, make_update_step
+from rlx.train.update import RLBatch, RLConfig, TrainState, make_update_step
 
 TARGET = 3
 B, G, NEW = 32, 8, 4
@@ -25,7 +25,7 @@ def _model():
 def _rl(**kw):
     rl = dict(loss="ppo", clip_low=0.2, clip_high=0.28, clip_c=3.0, epochs=1, num_minibatches=2)
     rl.update(kw)
-    return UpdateConfig.from_config(ml_collections.ConfigDict(rl))
+    return RLConfig.from_config(ml_collections.ConfigDict(rl))
 
 
 def _learn(loss: str, advantage: str, steps: int = 30):
@@ -176,7 +176,25 @@ def test_sharded_update_matches_single_device():
 
 
 def test_update_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"rl.loss='trpo' is unknown; known: \['cispo'"):
+    with pytest.raises(ValueError, match=r"rl.loss='trpo' is not allowed; allowed: \['cispo'"):
         _rl(loss="trpo")
     with pytest.raises(ValueError, match=r"rl.loss_agg_mode='mean'"):
         _rl(loss_agg_mode="mean")
+    with pytest.raises(ValueError, match=r"rl.correction.level='batch' is not allowed; "
+                                         r"allowed: \['token', 'sequence'\]"):
+        _rl(correction=ml_collections.ConfigDict(dict(mode="tis", level="batch")))
+    with pytest.raises(ValueError, match=r"rl.advantage='gae2' is not allowed; allowed: \["):
+        _rl(advantage="gae2")
+
+
+def test_rl_config_reads_every_rl_setting_once():
+    cfg = _rl(advantage="gae", advantage_kwargs=ml_collections.ConfigDict(dict(lam=0.9,
+                                                                              gamma=1.0)),
+              correction=ml_collections.ConfigDict(dict(mode="mis", level="sequence",
+                                                        threshold=3.0)),
+              temperature=0.0, kl_reward_coef=0.1)
+    assert cfg.advantage_kwargs == (("gamma", 1.0), ("lam", 0.9))
+    assert (cfg.correction_mode, cfg.correction_level, cfg.correction_threshold) == (
+        "mis", "sequence", 3.0)
+    assert cfg.temperature == 1.0 and cfg.kl_reward_coef == 0.1   # greedy: untempered
+    hash(cfg)   # a static argument of the jitted stages
