@@ -28,7 +28,7 @@ from absl import app, flags, logging
 import rlx
 from rlx import rollout
 from rlx.bench import matmul_flops, median_seconds
-from rlx.rollout.scripted import ScriptedEnv, ScriptedHostEnv
+from rlx.rollout.testing import ScriptedEnv, ScriptedHostEnv
 
 HF_GENERATE_TINY_TPS = 5600.0
 SECTIONS = ("sample", "episodes")

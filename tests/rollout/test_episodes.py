@@ -16,7 +16,7 @@ import rlx
 from rlx import rollout
 from rlx.envs import Chunk
 from rlx.rollout import FinishReason
-from rlx.rollout.scripted import ScriptedEnv, ScriptedHostEnv
+from rlx.rollout.testing import ScriptedEnv, ScriptedHostEnv
 
 B, M, ROUNDS, MAX_LEN = 8, 6, 3, 18
 KW = dict(batch_size=B, max_rounds=ROUNDS, max_new_tokens=M, max_len=MAX_LEN)

@@ -1,4 +1,5 @@
-"""A scripted multi-round env for testing and benchmarking the rollout engine (not a task env).
+"""Testing support: a scripted multi-round env for testing and benchmarking the rollout engine
+(not a task env; used by tests/rollout and experiments/bench_rollout.py).
 
 Its observations are a known function of (task, round, action length, step key), so tests can
 rebuild the exact token layout an episode must have. `ScriptedEnv` is jittable; `ScriptedHostEnv`
