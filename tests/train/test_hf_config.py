@@ -15,8 +15,9 @@ from configs import gsm8k_hf  # noqa: E402
 from rlx.models import hf  # noqa: E402
 from rlx.tokenizer import hf as hftok  # noqa: E402
 from rlx.train import setup as setup_lib  # noqa: E402
-from rlx.train import step, train_and_evaluate  # noqa: E402
+from rlx.train import train_and_evaluate  # noqa: E402
 from rlx.train.checkpoint import Checkpointer  # noqa: E402
+from rlx.train.step import Run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_initial_params_are_the_checkpoint(tiny_config):
     assert (cfg.vocab_size, cfg.d_model, cfg.n_layers) == (
         hf_cfg["vocab_size"], hf_cfg["hidden_size"], hf_cfg["num_hidden_layers"])
     assert (cfg.dtype, cfg.head_dtype, cfg.max_len) == ("bfloat16", "float32", 256)
-    run = step.Run(s)
+    run = Run(s)
     params = run.init_params(jax.random.key(0))
     _, ref = hf.load(path)   # independently, onto one device
     assert jax.tree.structure(params) == jax.tree.structure(ref)
@@ -95,7 +96,7 @@ def test_tiny_run_end_to_end(tiny_config, tmp_path):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     steps = ckpt.all_steps()
     assert steps[-1] == tiny_config.sft.steps + tiny_config.rl.steps and len(steps) == 2
-    run = step.Run(setup_lib.build(tiny_config))
+    run = Run(setup_lib.build(tiny_config))
     target = run.abstract_state("rl")
     (prev, _), (last, _) = (ckpt.restore(s, target) for s in steps)
     ckpt.close()

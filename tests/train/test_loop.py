@@ -16,6 +16,7 @@ from _tensorboard import read_events
 from configs import toolcalc_grpo
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
+from rlx.train.step import Run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -93,10 +94,8 @@ def test_a_scoring_temperature_other_than_the_sampling_one_is_refused():
 
 
 def test_sft_rows_too_short_for_a_demonstration_fail_before_compiling():
-    from rlx.train import step
-
     with pytest.raises(ValueError, match=r"sft.max_len=16 leaves no room for a demonstration"):
-        step.Run(setup_lib.build(small_config(**{"sft.max_len": 16})))
+        Run(setup_lib.build(small_config(**{"sft.max_len": 16})))
 
 
 def test_unknown_config_key_is_an_error():
@@ -109,9 +108,7 @@ def _params(workdir):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     step = ckpt.latest_step()
     meta = ckpt.restore_meta(step)
-    from rlx.train import step
-
-    run = step.Run(setup_lib.build(small_config()))
+    run = Run(setup_lib.build(small_config()))
     state, _ = ckpt.restore(step, run.abstract_state(meta["stage"]))
     ckpt.close()
     return step, meta, jax.device_get(state["train"].params)
