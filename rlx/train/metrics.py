@@ -147,9 +147,11 @@ class Progress:
         bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
         elapsed = now - self.t0
         done = step - self.first - 1
-        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
+        per_step = elapsed / done if done > 0 else float("nan")
+        eta = per_step * (self.total - step)
         shown = "  ".join(f"{k}={metrics[k]:.3g}" for k in self.keys if k in metrics)
-        line = (f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s "
+        rate = f"{per_step:.2f}s/step" if done > 0 else "--s/step"
+        line = (f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s {rate} "
                 f"ETA {_clock(eta)}  {shown}")
         if self.tty:
             self.stream.write("\r" + line[:160])

@@ -62,3 +62,27 @@ def test_tensorboard_gets_scalars_text_and_hparams(tmp_path):
     # The final metrics are logged as scalars of the hparams run; the non-finite one is left out.
     tags = {tag for _, tag in values}
     assert "final/heldout/success" in tags and "final/train/success" not in tags
+
+
+def test_progress_off_a_terminal_prints_a_line_per_interval_with_rate_and_eta(monkeypatch):
+    import io
+
+    from rlx.train import metrics
+
+    clock = iter([100.0, 100.0, 102.0, 104.0, 140.0, 142.0, 150.0])   # __init__, then per update
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()     # not a terminal (no isatty)
+    progress = metrics.Progress(10, "rl", ("reward",), stream=stream, interval=30.0)
+    progress.update(1, {"reward": 0.5, "other": 1.0})    # the first step (compile): t0
+    progress.update(2, {"reward": 0.25})                 # within the interval: silent
+    progress.update(3, {"reward": 0.25})
+    progress.update(4, {"reward": 0.125})                # 40 s after the first line
+    progress.update(5, {"reward": 0.125})
+    progress.update(10, {"reward": 1.0})                 # the last step always prints
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("rl [") and "1/10" in lines[0] and "ETA --:--" in lines[0]
+    assert "reward=0.5" in lines[0] and "other" not in lines[0]
+    # Step 4: 3 steps done in 40 s since the first -> 13.33 s/step, 6 steps left -> 80 s.
+    assert "4/10" in lines[1] and "13.33s/step" in lines[1] and "ETA 01:20" in lines[1]
+    assert "10/10" in lines[2] and "ETA 00:00" in lines[2] and "reward=1" in lines[2]
