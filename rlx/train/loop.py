@@ -1,9 +1,8 @@
 """`train_and_evaluate(config, workdir)`: supervised warm start on oracle demonstrations, then RL.
 
-Per RL step: sample tasks and scaffolds -> roll out episodes (one jit, no host round-trips for
-jittable envs) -> rewards -> old / reference log-probs and values -> advantages (+ rollout
-correction) -> `update_step` (epochs x minibatches in one jit). The host only moves between
-jitted stages, logs, evaluates and checkpoints. Every random key is `fold_in(seed key, step)`, so
+Each RL step is `Run.rl_step` (rlx/train/step.py: rollout -> rewards -> log-probs, advantages
+and correction -> update); this module is the driver around it: resume, the step loops,
+evaluation, checkpoints and logs. Every random key is `fold_in(seed key, step)`, so
 a run killed and restarted on the same workdir reproduces the uninterrupted run bit for bit.
 """
 

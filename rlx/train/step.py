@@ -1,12 +1,12 @@
 """One RL iteration, top to bottom, and the compiled stages of a run.
 
 `Run(setup).rl_step(state, key)`: roll out a batch of episodes (one jit, no host round trips
-for jittable envs) -> rewards -> `prepare` (one jit: trainer, sampler and reference log-probs,
-values, advantages, rollout correction, mismatch metrics) -> `update_step` (one jit: epochs x
-minibatches of the policy loss under `lax.scan`, rlx/train/update.py) -> metrics. `Run` also
-holds the supervised step, the demo batch makers and the state shardings every stage keeps (the
-donated state keeps one layout, so each stage compiles once). rlx/train/loop.py drives it:
-checkpoints, evaluation, logging.
+for jittable envs) -> rewards -> `prepare` (one jit: trainer and reference log-probs beside the
+sampler's, values, advantages, rollout correction, mismatch metrics) -> `update_step` (one jit:
+epochs x minibatches of the policy loss under `lax.scan`, rlx/train/update.py) -> metrics.
+`Run` also holds the supervised step, the demo batch makers and the state shardings every stage
+keeps (the donated state keeps one layout, so each stage compiles once). rlx/train/loop.py
+drives it: checkpoints, evaluation, logging.
 """
 
 from __future__ import annotations
