@@ -106,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # on the first 64 tasks of each set (512 episodes) before and after RL (the headroom RL can
     # turn into pass@1; 8 x 512 samples would take most of the main job's time).
     # `heldout_sets`: extra held-out sets, name -> axes held out (the rest canonical).
+    # `print_episodes`: greedy episodes per set decoded into TensorBoard text at each evaluation.
     c.eval = ml_collections.ConfigDict(dict(every=0, num_episodes=512, temperature=0.0, seed=1234,
                                             print_episodes=3, pass_k=8, pass_k_tasks=64,
                                             heldout_sets={}))
