@@ -237,7 +237,7 @@ KILL_POINTS = (
     ("the warm-start evaluation", lambda p: p["sft"] >= 6 and p["eval"] == 0, None),
     ("RL step 1", lambda p: p["rl"] >= 1, None),
     ("RL step 2 (rollout of step 3 next)", lambda p: p["rl"] >= 2, None),
-    ("the evaluation at RL step 3", lambda p: p["eval"] >= 2, None),
+    ("just after the evaluation at RL step 3", lambda p: p["eval"] >= 2, None),
     ("a checkpoint write during RL", lambda p: p["writing"], lambda p: p["rl"] >= 5),
     ("RL step 5", lambda p: p["rl"] >= 5, None),
     ("the final evaluation", lambda p: p["rl"] >= 6 and not p["summary"], None),
