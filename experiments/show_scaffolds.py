@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from rlx import envs
-from rlx.envs.play import oracle_fn, play, random_action_fn
 from rlx.envs.scaffold import AXES, axes_mask
 from rlx.envs.scaffold.tables import axis_labels
+from rlx.rollout.scripted import oracle_fn, play, random_action_fn
 from rlx.rollout.trajectory import render_episode
 
 _ENV = flags.DEFINE_string("env", "toolcalc", "a tool env: toolcalc or kvlookup")
@@ -42,7 +42,7 @@ def show(env, params, axes: str, key) -> None:
         for i in range(_SAMPLES.value):
             shown = {a: labels[a][i] for a in AXES if axes_mask(axes)[AXES.index(a)]}
             print(f"=== varying {axes}, {split} split, episode {i}: {shown} "
-                  f"reward={float(ep.reward[i]):.0f}")
+                  f"reward={float(ep.rewards['env'][i]):.0f}")
             print(render_episode(env.tokenizer, ep, i))
             print()
 

@@ -29,9 +29,9 @@ import tensorflow_datasets as tfds
 
 from rlx.envs import registry
 from rlx.envs.base import Chunk
-from rlx.envs.play import play
 from rlx.envs.scaffold import AXES, Scaffold
 from rlx.envs.tool_env import Task
+from rlx.rollout.scripted import play
 
 SPLITS = ("train", "heldout")
 _GEN_BATCH = 64

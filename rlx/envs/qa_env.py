@@ -75,7 +75,7 @@ class QAEnvTask:
 @struct.dataclass
 class QAEnvState:
     task: QAEnvTask
-    scaffold: Array       # no scaffold axes here: always 0 (kept for `play`'s Episodes)
+    scaffold: Array       # no scaffold axes here: always 0 (kept for `rlx.rollout.play`)
     done: Array
     stats: dict[str, Array]
 

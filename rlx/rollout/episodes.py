@@ -98,8 +98,9 @@ def _episodes_fn(policy, env: Env, opts: SamplingConfig, width: int, params, env
     c = jax.lax.while_loop(lambda c: jnp.any(c.st.in_episode), body,
                            _EpisodeCarry(st, env_state, info0))
     task = jax.vmap(env.task)(c.env_state)
-    return engine.to_trajectory(c.st, group=group, info=c.info, task=task,
+    traj = engine.to_trajectory(c.st, group=group, info=c.info, task=task,
                                 tool_calls=_tool_calls(c.st, c.info))
+    return traj.replace(scaffold=getattr(c.env_state, "scaffold", None))
 
 
 # -- the host driver ------------------------------------------------------------------------------
@@ -180,7 +181,10 @@ def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, e
     info = _stack_rows(infos, b)
     tasks = [env.task(s) for s in states]
     task = None if all(t is None for t in tasks) else _stack_rows(tasks, b)
-    return traj.replace(info=info, task=task, tool_calls=_tool_calls(st, info))
+    scaffolds = [getattr(s, "scaffold", None) for s in states]
+    scaffold = None if all(x is None for x in scaffolds) else _stack_rows(scaffolds, b)
+    return traj.replace(info=info, task=task, scaffold=scaffold,
+                        tool_calls=_tool_calls(st, info))
 
 
 # -- the public entry point -----------------------------------------------------------------------
@@ -225,9 +229,10 @@ def run_episodes(policy, params: Params, env: Env, env_params: Any, key: Array, 
       A `Trajectory` with the interleaved layout [prompt | policy 1 | obs 1 | policy 2 | ...];
       `rounds` (policy segments), `tool_calls` (`info['tool_calls']` if the env reports it, else
       env steps that continued the episode), `finish_reason` (ENV_DONE, MAX_ROUNDS or LENGTH),
-      `truncated` (MAX_ROUNDS or LENGTH), `rewards['env']` (sum of env step rewards; `reward` is
-      left 0 for the reward modules), `group`, `info` (each row's last env info), `task`
-      (`env.task` of each row's final state) and `stats` (decode steps, idle fraction).
+      `truncated` (MAX_ROUNDS or LENGTH), `rewards['env']` (sum of env step rewards), `group`,
+      `info` (each row's last env info), `task` (`env.task` of each row's final state),
+      `scaffold` (the rows' scaffold choices, where the env state has them) and `stats`
+      (decode steps, idle fraction).
     """
     env_params = env.default_params if env_params is None else env_params
     if batch_size % group_size:

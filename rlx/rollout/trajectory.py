@@ -45,6 +45,8 @@ class Trajectory:
     info:              dict name -> [B] arrays: the env's cumulative episode info at each row's
                        final step (e.g. correctness, forbidden-tool use).
     task:              the env's task pytree per row (what rewards check against), or None.
+    scaffold:          the env's scaffold choices per row (`state.scaffold` of the tool-use
+                       envs: which variant of every axis rendered the episode), or None.
     stats:             dict name -> scalar: rollout-engine statistics of the whole batch
                        (decode_steps, idle_slots, idle_fraction = share of decode slots spent on
                        rows that were not sampling, policy_tokens, rounds).
@@ -63,6 +65,7 @@ class Trajectory:
     group: Array
     info: dict[str, Array]
     task: Any = None
+    scaffold: Any = None
     stats: dict[str, Array] = struct.field(default_factory=dict)
 
     @property

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlx.envs.play import oracle_fn, play
 from rlx.envs.scaffold.tables import axes_mask
+from rlx.rollout.scripted import oracle_fn, play
 
 COPY = "copy"
 RECALL = "recall"

@@ -17,10 +17,11 @@ from rlx import envs
 from rlx.envs import scaffold as S
 from rlx.envs import toolcalc
 from rlx.envs.base import Chunk
-from rlx.envs.play import play, random_action_fn
 from rlx.envs.scaffold import axes as A
 from rlx.envs.scaffold import render as R
 from rlx.registry import Registry
+from rlx.rollout import FinishReason
+from rlx.rollout.scripted import play, random_action_fn
 from rlx.tokenizer.base import Tokenizer
 from rlx.tokenizer.sentencepiece import load_default
 
@@ -328,7 +329,7 @@ def test_oracle_full_reward_on_sampled_scaffolds(name):
         _, st = vreset(jax.random.split(jax.random.PRNGKey(100 + seed), B), params)
         (_, start), ep = oracle_from(name)(jax.random.PRNGKey(seed), st.task, sc)
         info = jax.tree.map(np.asarray, ep.info)
-        assert info["correct"].all() and np.asarray(ep.reward).min() == 1.0
+        assert info["correct"].all() and np.asarray(ep.rewards["env"]).min() == 1.0
         assert (info["invalid_calls"] == 0).all() and not info["used_forbidden_tool"].any()
         assert (info["progress"] == info["n_steps"]).all() and (info["n_steps"] == STEPS).all()
         faults += info["faults"].sum()
@@ -651,12 +652,12 @@ def _fuzz(name, split, batch, rounds, seed=13):
     ep = run(jax.random.PRNGKey(seed))
     toks = np.asarray(ep.tokens)
     assert toks.min() >= 0 and toks.max() < vocab
-    assert np.isfinite(np.asarray(ep.reward)).all()
+    assert np.isfinite(np.asarray(ep.rewards["env"])).all()
     info = jax.tree.map(np.asarray, ep.info)
     assert info["turns"].sum() > 0.6 * batch * rounds
     assert (info["turns"] == np.asarray(ep.rounds)).all()
     # Every round was exactly one of: a call, a malformed action, an answer, a give-up (EOS).
-    gave_up = np.asarray(ep.done) & ~info["answered"]
+    gave_up = (np.asarray(ep.finish_reason) == FinishReason.ENV_DONE) & ~info["answered"]
     assert (info["tool_calls"] + info["invalid_calls"] + info["answered"] + gave_up
             == info["turns"]).all()
     assert (info["correct"] <= info["answered"]).all()

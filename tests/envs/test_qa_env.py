@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from rlx import envs, rewards
 from rlx.data.qa import QaLocalConfig, RlxQaLocal, qa_prompts
 from rlx.envs.base import Chunk
-from rlx.envs.play import oracle_fn, play
+from rlx.rollout.scripted import oracle_fn, play
 from rlx.tokenizer import load_default
 
 pytest.importorskip("tokenizers", reason="the HF tokenizer cases need `tokenizers`")
@@ -253,7 +253,7 @@ def test_oracle_demos_and_answer_match(kind, tokenizers_, data_dir):
     env, tok = s.env, s.tok
     ep = jax.jit(lambda k: play(env, s.params, k, B, oracle_fn(env), max_rounds=2))(
         jax.random.key(5))
-    assert (np.asarray(ep.rounds) == 1).all() and (np.asarray(ep.reward) == 1.0).all()
+    assert (np.asarray(ep.rounds) == 1).all() and (np.asarray(ep.rewards["env"]) == 1.0).all()
     mask = np.asarray(ep.policy_mask)
     plen, length = np.asarray(ep.prompt_length), np.asarray(ep.length)
     rows = np.asarray(ep.task.row)

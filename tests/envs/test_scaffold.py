@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from rlx import envs
-from rlx.envs.play import play
 from rlx.envs.scaffold import axes as A
 from rlx.envs.scaffold import render as R
 from rlx.envs.scaffold.tables import axes_mask, scaffold_text_names
+from rlx.rollout.scripted import play
 
 ALL = axes_mask("all_axes")
 

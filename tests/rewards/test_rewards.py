@@ -9,7 +9,7 @@ import pytest
 
 from rlx import envs, rewards
 from rlx.envs import scaffold as S
-from rlx.envs.play import play
+from rlx.rollout.scripted import play
 from rlx.rollout.trajectory import Trajectory
 from rlx.tokenizer import load_default
 
