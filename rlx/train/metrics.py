@@ -1,5 +1,5 @@
 """Metrics: per-batch episode means, JSON lines + TensorBoard event files (tensorboardX, no
-TensorFlow), a console progress bar, and at the end a PNG of the learning curves."""
+TensorFlow), progress through tqdm, and at the end a PNG of the learning curves."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from rlx.rollout.trajectory import Trajectory
 
@@ -127,40 +128,40 @@ def trim_jsonl(path: str, keep) -> None:
 
 
 class Progress:
-    """A one-line console progress bar with ETA and a few chosen metrics. When the stream is not
-    a terminal (CI logs, nohup) it prints a plain line every `interval` seconds instead."""
+    """A stage's progress through tqdm: a live bar on a terminal; elsewhere (CI logs, nohup) the
+    same line -- steps, elapsed, ETA, s/step and the chosen metrics -- printed once every
+    `interval` seconds and at the last step. The clock starts at the first step this process
+    runs (after compiling, and after a resume), so compile time does not skew the rate."""
 
     def __init__(self, total: int, label: str, keys: Sequence[str] = (), stream=None,
                  interval: float = 30.0):
         self.total, self.label, self.keys = total, label, tuple(keys)
         self.stream = stream or sys.stderr
-        self.t0 = time.perf_counter()
-        self.first: int | None = None      # the step this process started from (resume)
         self.interval, self.last_print = interval, -float("inf")
         self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.first: int | None = None      # the first step this process ran
+        self.t0 = 0.0
+        self.bar: tqdm | None = None
 
     def update(self, step: int, metrics: Mapping[str, float]) -> None:
         now = time.perf_counter()
+        shown = ", ".join(f"{k}={metrics[k]:.3g}" for k in self.keys if k in metrics)
         if self.first is None:
-            self.first, self.t0 = step - 1, now   # time from the first step on (after compile)
-        frac = step / max(self.total, 1)
-        bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
-        elapsed = now - self.t0
-        done = step - self.first - 1
-        per_step = elapsed / done if done > 0 else float("nan")
-        eta = per_step * (self.total - step)
-        shown = "  ".join(f"{k}={metrics[k]:.3g}" for k in self.keys if k in metrics)
-        rate = f"{per_step:.2f}s/step" if done > 0 else "--s/step"
-        line = (f"{self.label} [{bar}] {step}/{self.total} {elapsed:6.0f}s {rate} "
-                f"ETA {_clock(eta)}  {shown}")
-        if self.tty:
-            self.stream.write("\r" + line[:160])
+            self.first, self.t0 = step, now
+            if self.tty:
+                self.bar = tqdm(total=self.total, initial=step, desc=self.label, unit="step",
+                                postfix=shown, file=self.stream, dynamic_ncols=True)
+        if self.bar is not None:
+            self.bar.set_postfix_str(shown, refresh=False)
+            self.bar.update(step - self.bar.n)
             if step >= self.total:
-                self.stream.write("\n")
+                self.bar.close()
         elif now - self.last_print >= self.interval or step >= self.total:
+            line = tqdm.format_meter(step, self.total, now - self.t0, prefix=self.label,
+                                     unit="step", postfix=shown, initial=self.first, ascii=True)
             self.stream.write(line + "\n")
+            self.stream.flush()
             self.last_print = now
-        self.stream.flush()
 
 
 CARD_KEYS = ("success", "tool_calls", "invalid_calls")
@@ -186,13 +187,6 @@ def training_card(workdir: str, recipe: str) -> dict:
         with open(summary) as f:
             card["wall_seconds"] = round(json.load(f)["wall_seconds"])
     return card
-
-
-def _clock(seconds: float) -> str:
-    if seconds != seconds:  # NaN: no rate yet
-        return "--:--"
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
 
 
 def smooth(ys: Sequence[float], frac: float = 0.1) -> np.ndarray:

@@ -69,7 +69,7 @@ def test_progress_off_a_terminal_prints_a_line_per_interval_with_rate_and_eta(mo
 
     from rlx.train import metrics
 
-    clock = iter([100.0, 100.0, 102.0, 104.0, 140.0, 142.0, 150.0])   # __init__, then per update
+    clock = iter([100.0, 102.0, 104.0, 140.0, 142.0, 150.0])   # one reading per update
     monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()     # not a terminal (no isatty)
     progress = metrics.Progress(10, "rl", ("reward",), stream=stream, interval=30.0)
@@ -80,9 +80,29 @@ def test_progress_off_a_terminal_prints_a_line_per_interval_with_rate_and_eta(mo
     progress.update(5, {"reward": 0.125})
     progress.update(10, {"reward": 1.0})                 # the last step always prints
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 3, lines
-    assert lines[0].startswith("rl [") and "1/10" in lines[0] and "ETA --:--" in lines[0]
+    assert len(lines) == 3 and "\r" not in stream.getvalue(), lines
+    assert lines[0].startswith("rl:") and "1/10" in lines[0] and "<?" in lines[0]
     assert "reward=0.5" in lines[0] and "other" not in lines[0]
     # Step 4: 3 steps done in 40 s since the first -> 13.33 s/step, 6 steps left -> 80 s.
-    assert "4/10" in lines[1] and "13.33s/step" in lines[1] and "ETA 01:20" in lines[1]
-    assert "10/10" in lines[2] and "ETA 00:00" in lines[2] and "reward=1" in lines[2]
+    assert "4/10 [00:40<01:20, 13.33s/step, reward=0.125]" in lines[1]
+    assert "10/10 [00:50<00:00" in lines[2] and "reward=1" in lines[2]
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_from_the_resumed_step():
+    import io
+
+    from rlx.train import metrics
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = metrics.Progress(10, "rl", ("reward",), stream=stream)
+    progress.update(7, {"reward": 0.5})     # resumed at step 6: the bar starts at 7/10
+    assert progress.bar.n == 7 and progress.bar.total == 10
+    progress.update(10, {"reward": 0.75})
+    out = stream.getvalue()
+    assert out.startswith("\rrl:") and "7/10" in out and "reward=0.5" in out
+    assert "10/10" in out and "reward=0.75" in out
+    assert out.endswith("\n") and progress.bar.disable   # closed at the last step
