@@ -1,20 +1,19 @@
-"""TFDS builders (array_record, no TensorFlow) for frozen evaluation sets and oracle
-demonstrations of the jittable envs.
+"""A TFDS builder (array_record, no TensorFlow) of oracle demonstrations of the jittable envs:
+`rlx_oracle_demos`, whole oracle episodes (tokens, policy_mask, lengths, scaffold and task) per
+split, `train` (train scaffold variants) and `heldout`, for supervised training outside rlx's
+own warm start (which plays the oracle on the fly, `rlx.train.demos`).
 
-- `rlx_env_eval`: episodes' starting points — task, scaffold choice and rendered prompt — so an
-  evaluation replays exactly the same episodes (`env.reset_to(task, scaffold, params)`) whatever
-  the JAX version's random streams. Splits `train` (train scaffold variants) and `heldout`.
-- `rlx_oracle_demos`: whole oracle episodes (tokens, policy_mask, lengths, scaffold and task ids)
-  for the supervised warm start. Same splits.
-
-Both are parameterized by an `EnvSetConfig` (env name and `make` overrides, which axes vary,
-sizes, seed); building twice with the same config gives the same records. Read back with
-`tfds.data_source` (`load_eval_set`, `load_demos` do it and stack to arrays).
+It is parameterized by an `EnvSetConfig` (env name and `make` overrides, which axes vary, sizes,
+seed); building twice with the same config gives the same records. Read back with
+`tfds.data_source` (`load_demos` does it and stacks to arrays).
 
     cfg = EnvSetConfig(name="toolcalc_s2", env="toolcalc", overrides=(("num_steps", 2),),
                        axes="all_axes", num_train=256, num_heldout=256)
     build(cfg, data_dir)
-    task, scaffold, prompts = load_eval_set(cfg, data_dir, "heldout")
+    demos = load_demos(cfg, data_dir, "heldout")
+
+Evaluation sets are not stored: the trainer's frozen sets are defined by `eval.seed` and the env
+config (`rlx.train.evaluation`), and a test pins their content.
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
 from rlx.envs import registry
-from rlx.envs.base import Chunk
 from rlx.envs.scaffold import AXES, Scaffold
 from rlx.envs.tool_env import Task
 from rlx.rollout.scripted import play
@@ -86,9 +83,8 @@ def _rows(tree: Any, n: int):
         yield jax.tree.map(lambda a, i=i: a[i], arrs)
 
 
-class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """What both builders share: versions, configs, splits, the index/task/scaffold features and
-    the batched generation loop. Subclasses give their own features and batches."""
+class RlxOracleDemos(tfds.core.GeneratorBasedBuilder):
+    """Oracle episodes of a jittable env: tokens, policy mask, lengths, task and scaffold."""
 
     VERSION = tfds.core.Version("1.0.0")
     # No checksums file or package metadata (nothing is downloaded); this also avoids TFDS
@@ -96,18 +92,23 @@ class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     code_path = None
     BUILDER_CONFIGS = [EnvSetConfig(name="default")]
 
-    def _features(self, env) -> dict:
-        """Features besides index, task and scaffold."""
-        raise NotImplementedError
+    def _rounds(self, env) -> int:
+        return self.builder_config.max_rounds or 3 * env.max_steps + 2
 
-    def _batches(self, env, params, key: jax.Array, n: int):
-        """Yields (start, feature tree of up to _GEN_BATCH rows, rows) covering examples [0, n)."""
-        raise NotImplementedError
+    def _max_len(self, env) -> int:
+        return env.max_prompt_len + self._rounds(env) * (env.max_action_len + env.max_obs_len)
 
     def _info(self) -> tfds.core.DatasetInfo:
         env, _ = make_env(self.builder_config, "train")
+        t, size = tfds.features.Tensor, self._max_len(env)
         features = tfds.features.FeaturesDict({
-            "index": tfds.features.Tensor(shape=(), dtype=np.int32), **self._features(env),
+            "index": t(shape=(), dtype=np.int32),
+            "tokens": t(shape=(size,), dtype=np.int32),
+            "policy_mask": t(shape=(size,), dtype=np.bool_),
+            "length": t(shape=(), dtype=np.int32),
+            "prompt_length": t(shape=(), dtype=np.int32),
+            "rounds": t(shape=(), dtype=np.int32),
+            "correct": t(shape=(), dtype=np.bool_),
             "task": _task_features(env), "scaffold": _scaffold_features(env)})
         return tfds.core.DatasetInfo(builder=self, description=type(self).__doc__,
                                      features=features)
@@ -119,8 +120,15 @@ class _EnvSetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         cfg = self.builder_config
         env, params = make_env(cfg, split)
         n = cfg.num_train if split == "train" else cfg.num_heldout
-        for start, out, rows in self._batches(env, params, _split_key(cfg, split), n):
-            for j, row in enumerate(_rows(out, rows)):
+        run = _jitted_play(env, self._rounds(env), self._max_len(env))
+        key = _split_key(cfg, split)
+        for start in range(0, n, _GEN_BATCH):
+            ep = run(params, jax.random.fold_in(key, start))
+            out = dict(tokens=ep.tokens, policy_mask=ep.policy_mask, length=ep.length,
+                       prompt_length=ep.prompt_length, rounds=ep.rounds,
+                       correct=ep.info["correct"], task=_task_dict(ep.task),
+                       scaffold=_scaffold_dict(ep.scaffold))
+            for j, row in enumerate(_rows(out, min(_GEN_BATCH, n - start))):
                 yield start + j, dict(row, index=np.int32(start + j))
 
 
@@ -128,66 +136,15 @@ def _scaffold_dict(sc: Scaffold) -> dict:
     return {f.name: getattr(sc, f.name) for f in dataclasses.fields(Scaffold)}
 
 
-class RlxEnvEval(_EnvSetBuilder):
-    """Frozen evaluation episodes: task + scaffold + prompt per example."""
-
-    def _features(self, env) -> dict:
-        t = tfds.features.Tensor
-        return {"prompt": t(shape=(env.max_prompt_len,), dtype=np.int32),
-                "prompt_length": t(shape=(), dtype=np.int32)}
-
-    def _batches(self, env, params, key, n):
-        reset = _jitted(env, "reset")
-        keys = jax.random.split(key, n)
-        for start in range(0, n, _GEN_BATCH):
-            prompt, state = reset(keys[start:start + _GEN_BATCH], params)
-            yield start, dict(prompt=prompt.tokens, prompt_length=prompt.length,
-                              task=_task_dict(state.task),
-                              scaffold=_scaffold_dict(state.scaffold)), prompt.length.shape[0]
-
-
-class RlxOracleDemos(_EnvSetBuilder):
-    """Oracle episodes for the supervised warm start."""
-
-    def _rounds(self, env) -> int:
-        return self.builder_config.max_rounds or 3 * env.max_steps + 2
-
-    def _max_len(self, env) -> int:
-        return env.max_prompt_len + self._rounds(env) * (env.max_action_len + env.max_obs_len)
-
-    def _features(self, env) -> dict:
-        t, size = tfds.features.Tensor, self._max_len(env)
-        return {"tokens": t(shape=(size,), dtype=np.int32),
-                "policy_mask": t(shape=(size,), dtype=np.bool_),
-                "length": t(shape=(), dtype=np.int32),
-                "prompt_length": t(shape=(), dtype=np.int32),
-                "rounds": t(shape=(), dtype=np.int32),
-                "correct": t(shape=(), dtype=np.bool_)}
-
-    def _batches(self, env, params, key, n):
-        run = _jitted(env, "play", self._rounds(env), self._max_len(env))
-        for start in range(0, n, _GEN_BATCH):
-            ep = run(params, jax.random.fold_in(key, start))
-            yield start, dict(tokens=ep.tokens, policy_mask=ep.policy_mask, length=ep.length,
-                              prompt_length=ep.prompt_length, rounds=ep.rounds,
-                              correct=ep.info["correct"], task=_task_dict(ep.task),
-                              scaffold=_scaffold_dict(ep.scaffold)), min(_GEN_BATCH, n - start)
-
-
 _JIT_CACHE: dict[tuple, Any] = {}
 
 
-def _jitted(env, kind: str, *args):
-    """Jitted reset / oracle play per env (params are traced), cached so that both splits and
-    repeated builds compile once."""
-    key = (id(env), kind) + args
+def _jitted_play(env, rounds: int, max_len: int):
+    """Jitted oracle play of `_GEN_BATCH` episodes per env (params are traced), cached so that
+    both splits and repeated builds compile once."""
+    key = (id(env), rounds, max_len)
     if key not in _JIT_CACHE:
-        if kind == "reset":
-            fn = jax.jit(jax.vmap(env.reset, (0, None)))
-        else:
-            rounds, max_len = args
-            fn = jax.jit(lambda p, k: play(env, p, k, _GEN_BATCH, max_rounds=rounds,
-                                           max_len=max_len))
+        fn = jax.jit(lambda p, k: play(env, p, k, _GEN_BATCH, max_rounds=rounds, max_len=max_len))
         _JIT_CACHE[key] = (env, fn)   # keep env alive so its id is not reused
     return _JIT_CACHE[key][1]
 
@@ -197,42 +154,27 @@ def _task_dict(task: Task) -> dict:
             if f.name not in ("replace",)}
 
 
-BUILDERS = {"eval": RlxEnvEval, "demos": RlxOracleDemos}
-
-
-def build(cfg: EnvSetConfig, data_dir: str, kind: str = "eval") -> tfds.core.DatasetBuilder:
-    """Materialize the `kind` ("eval" or "demos") dataset of `cfg` under `data_dir`."""
-    if kind not in BUILDERS:
-        raise KeyError(f"unknown dataset kind {kind!r}; known: {sorted(BUILDERS)}")
-    builder = BUILDERS[kind](config=cfg, data_dir=data_dir, file_format="array_record")
+def build(cfg: EnvSetConfig, data_dir: str) -> tfds.core.DatasetBuilder:
+    """Materialize the oracle demonstrations of `cfg` under `data_dir`."""
+    builder = RlxOracleDemos(config=cfg, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder
 
 
-def read(cfg: EnvSetConfig, data_dir: str, split: str, kind: str = "eval") -> dict[str, Any]:
+def read(cfg: EnvSetConfig, data_dir: str, split: str) -> dict[str, Any]:
     """All records of a split via `tfds.data_source`, stacked (in `index` order) into arrays."""
-    name = BUILDERS[kind].name
-    src = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+    src = tfds.data_source(RlxOracleDemos.name, split=split, data_dir=data_dir, download=False,
                            builder_kwargs={"config": cfg})
     rows = [src[i] for i in range(len(src))]
     rows.sort(key=lambda r: int(r["index"]))
     return jax.tree.map(lambda *xs: np.stack(xs), *rows)
 
 
-def load_eval_set(cfg: EnvSetConfig, data_dir: str, split: str) -> tuple[Task, Scaffold, Chunk]:
-    """(task, scaffold, prompt) batches of a frozen evaluation split; replay with
-    `jax.vmap(env.reset_to, (0, 0, None))(task, scaffold, params)`."""
-    d = read(cfg, data_dir, split, "eval")
-    return (Task(**{k: jnp.asarray(v) for k, v in d["task"].items()}),
-            Scaffold(**{k: jnp.asarray(v) for k, v in d["scaffold"].items()}),
-            Chunk(jnp.asarray(d["prompt"]), jnp.asarray(d["prompt_length"])))
-
-
 def load_demos(cfg: EnvSetConfig, data_dir: str, split: str = "train") -> dict[str, np.ndarray]:
     """Oracle demonstrations as arrays: tokens [N,T] int32, policy_mask [N,T] bool, length,
     prompt_length, rounds, correct [N], scaffold_heldout [N, len(AXES)] (the axes drawn from
     the held-out split), answer, n_steps [N]."""
-    d = read(cfg, data_dir, split, "demos")
+    d = read(cfg, data_dir, split)
     return dict(tokens=d["tokens"], policy_mask=d["policy_mask"], length=d["length"],
                 prompt_length=d["prompt_length"], rounds=d["rounds"], correct=d["correct"],
                 scaffold_heldout=d["scaffold"]["heldout"], answer=d["task"]["answer"],

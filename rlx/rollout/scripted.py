@@ -1,8 +1,8 @@
 """Play whole episodes of a jittable env with a scripted policy (the oracle, random tokens, ...)
 inside one jit: `reset`, then a `lax.scan` over rounds, vmapped over the batch.
 
-This is what oracle demonstrations (supervised warm start), the frozen TFDS sets, the fuzz tests
-and `experiments/show_scaffolds.py` use. It returns the same `Trajectory` as the model's
+This is what oracle demonstrations (the supervised warm start and the TFDS demo sets), the fuzz
+tests and `experiments/show_scaffolds.py` use. It returns the same `Trajectory` as the model's
 rollout (`run_episodes`), with the scripted policy's tokens under `policy_mask` and no log-probs.
 """
 

@@ -19,7 +19,7 @@ import numpy as np
 from rlx.envs import make
 from rlx.envs.scaffold import AXES
 from rlx.envs.scaffold.tables import axis_labels
-from rlx.rollout import episode_keys, run_episodes
+from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import FinishReason, Trajectory, render_episode
 from rlx.train import setup as setup_lib
 from rlx.train.checkpoint import Checkpointer
@@ -30,7 +30,9 @@ Array = jax.Array
 
 
 def eval_key(cfg: ml_collections.ConfigDict, split: str) -> Array:
-    """The fixed key of the frozen `split` evaluation set."""
+    """The fixed key of the frozen `split` evaluation set: with the env config, it is the set's
+    whole definition (no stored copy). `tests/train/test_evaluation.py` pins the content of the
+    default config's sets, so a change of JAX's random streams cannot pass unnoticed."""
     return jax.random.fold_in(jax.random.key(cfg.eval.seed), 0 if split == "train" else 1)
 
 
@@ -120,31 +122,27 @@ def initial_params(config: ml_collections.ConfigDict):
     return s, Run(s).init_params(run_keys(config)["init"])
 
 
-def scaffold_labels(s: setup_lib.Setup, split: str, samples: int = 1) -> dict | None:
-    """{axis: [num_episodes * samples] labels} of every row of the frozen `split` set, as
-    `evaluate(..., samples)` plays it (`rlx.envs.scaffold.tables.axis_labels`); None for
-    envs without scaffolds."""
-    if not hasattr(s.env, "tables"):
+def scaffold_labels(s: setup_lib.Setup, traj: Trajectory) -> dict | None:
+    """{axis: [rows] labels} of the scaffolds `traj`'s rows were rendered with
+    (`rlx.envs.scaffold.tables.axis_labels`); None for envs without scaffolds."""
+    if traj.scaffold is None or not hasattr(s.env, "tables"):
         return None
-    n = s.config.eval.num_episodes * samples
-    reset_keys = episode_keys(eval_key(s.config, split), n, samples)[0]
-    states = jax.jit(jax.vmap(s.env.reset, in_axes=(0, None)))(reset_keys, s.eval_params[split])[1]
-    return axis_labels(s.env.tables, jax.device_get(states.scaffold))
+    return axis_labels(s.env.tables, jax.device_get(traj.scaffold))
 
 
-def success_by_variant(s: setup_lib.Setup, split: str, correct: np.ndarray,
-                       samples: int = 1) -> dict[str, dict[str, tuple[float, int]]]:
-    """Success of the frozen `split` set broken down by each axis that varies there:
-    {axis: {label: (success rate, episodes)}}. `correct`: [rows] of
-    `evaluate(s, params, split, samples)`."""
-    labels = scaffold_labels(s, split, samples)
+def success_by_variant(s: setup_lib.Setup, split: str, traj: Trajectory,
+                       correct: np.ndarray | None = None
+                       ) -> dict[str, dict[str, tuple[float, int]]]:
+    """Success of `evaluate(s, params, split, ...)`'s episodes `traj` broken down by each axis
+    that varies in the `split` set: {axis: {label: (success rate, episodes)}}. `correct`: [rows]
+    (default: the env's `info['correct']`)."""
+    labels = scaffold_labels(s, traj)
     if labels is None:
         return {}
-    correct = np.asarray(correct, np.float64)
-    rows = len(next(iter(labels.values())))
-    if len(correct) != rows:
-        raise ValueError(f"correct has {len(correct)} rows, the {split!r} set with "
-                         f"samples={samples} has {rows}")
+    correct = np.asarray(jax.device_get(traj.info["correct"] if correct is None else correct),
+                         np.float64)
+    if len(correct) != traj.batch_size:
+        raise ValueError(f"correct has {len(correct)} rows, the episodes have {traj.batch_size}")
     vary = np.asarray(s.eval_params[split].vary)
     out = {}
     for a, axis in enumerate(AXES):
@@ -194,7 +192,7 @@ def evaluate_checkpoint(workdir: str | None, step: int | None = None,
         metrics.update({f"{split}/{k}": v for k, v in m.items()})
         reasons = np.asarray(jax.device_get(traj.finish_reason))
         correct = np.asarray(jax.device_get(traj.info.get("correct", np.zeros(len(reasons)))))
-        metrics[f"{split}/by_variant"] = success_by_variant(s, split, correct, samples)
+        metrics[f"{split}/by_variant"] = success_by_variant(s, split, traj, correct)
         examples[split] = [
             f"--- {split} episode {i}: finish={FinishReason(int(reasons[i])).name} "
             f"correct={bool(correct[i])}\n" + render_episode(s.tokenizer, traj, i)

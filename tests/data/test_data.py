@@ -1,5 +1,6 @@
-"""TFDS builders: build, read back with tfds.data_source, same content as the env produces;
-deterministic rebuilds; oracle demos; the GSM8K-format QA adapter on a locally built dataset."""
+"""TFDS builders: oracle demos built, read back with tfds.data_source, the same episodes as
+`rlx.rollout.play` gives; deterministic rebuilds; the GSM8K-format QA adapter on a locally built
+dataset."""
 
 import dataclasses
 
@@ -16,12 +17,12 @@ from rlx.data import (
     RlxQaLocal,
     build,
     load_demos,
-    load_eval_set,
     parse_answer,
     qa_prompts,
     read,
 )
 from rlx.envs import scaffold as S
+from rlx.rollout import play
 from rlx.rollout.trajectory import Trajectory
 from rlx.tokenizer import load_default
 
@@ -33,47 +34,43 @@ CFG = EnvSetConfig(name="toolcalc_test", env="toolcalc",
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("tfds"))
-    build(CFG, d, "eval")
-    build(CFG, d, "demos")
+    build(CFG, d)
     return d
 
 
-def test_eval_set_round_trip(built):
-    env, params = envs.make("toolcalc", num_steps=2, fault_rate=0.2, axes="all_axes")
-    for split, n in (("train", 12), ("heldout", 10)):
-        task, sc, prompt = load_eval_set(CFG, built, split)
-        assert task.answer.shape == (n,)
-        # Every axis varies, so a held-out row is held out on every axis, a train row on none.
-        held = np.asarray(sc.heldout)
-        assert held.shape == (n, len(S.AXES))
-        assert (held.all(-1) if split == "heldout" else ~held.any(-1)).all()
-        # Replaying the stored task + scaffold renders exactly the stored prompt.
-        again, _ = jax.jit(jax.vmap(env.reset_to, (0, 0, None)))(task, sc, params)
-        np.testing.assert_array_equal(np.asarray(again.tokens), np.asarray(prompt.tokens))
-        np.testing.assert_array_equal(np.asarray(again.length), np.asarray(prompt.length))
-    # Same content as the generator (reset with the split's keys, index order).
-    ds = tfds.data_source("rlx_env_eval", split="train", data_dir=built, download=False,
+def demo_len(env):
+    """The builder's episode width: the oracle's default rounds of the longest action and obs."""
+    return env.max_prompt_len + (3 * env.max_steps + 2) * (env.max_action_len + env.max_obs_len)
+
+
+def test_demos_are_the_oracle_episodes_of_play(built):
+    env, params = envs.make("toolcalc", split="heldout", num_steps=2, fault_rate=0.2,
+                            axes="all_axes")
+    # The builder plays batches of 64 from fold_in(split key, start); 10 rows: one batch.
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(3), 1), 0)
+    ref = jax.jit(lambda k: play(env, params, k, 64, max_len=demo_len(env)))(key)
+    ds = tfds.data_source("rlx_oracle_demos", split="heldout", data_dir=built, download=False,
                           builder_kwargs={"config": CFG})
-    assert len(ds) == 12
-    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(3), 0), 12)
-    p_ref, s_ref = jax.jit(jax.vmap(env.reset, (0, None)))(keys, params)
-    rec = read(CFG, built, "train", "eval")
-    np.testing.assert_array_equal(rec["prompt"], np.asarray(p_ref.tokens))
-    np.testing.assert_array_equal(rec["task"]["answer"], np.asarray(s_ref.task.answer))
+    assert len(ds) == 10
+    rec = read(CFG, built, "heldout")
+    np.testing.assert_array_equal(rec["index"], np.arange(10))
+    for field in ("tokens", "policy_mask", "length", "prompt_length", "rounds"):
+        np.testing.assert_array_equal(rec[field], np.asarray(getattr(ref, field))[:10], field)
+    np.testing.assert_array_equal(rec["task"]["answer"], np.asarray(ref.task.answer)[:10])
     assert set(rec["scaffold"]) == {f.name for f in dataclasses.fields(S.Scaffold)}
     for field, value in rec["scaffold"].items():
-        np.testing.assert_array_equal(value, np.asarray(getattr(s_ref.scaffold, field)), field)
+        np.testing.assert_array_equal(value, np.asarray(getattr(ref.scaffold, field))[:10], field)
 
 
 def test_rebuild_is_deterministic(built, tmp_path):
-    build(CFG, str(tmp_path / "a"), "eval")
+    build(CFG, str(tmp_path / "a"))
     a, b = read(CFG, built, "heldout"), read(CFG, str(tmp_path / "a"), "heldout")
     jax.tree.map(np.testing.assert_array_equal, a, b)
     other = EnvSetConfig(name="toolcalc_test", env="toolcalc", overrides=CFG.overrides,
                          axes="all_axes", num_train=12, num_heldout=10, seed=4)
-    build(other, str(tmp_path / "b"), "eval")
+    build(other, str(tmp_path / "b"))
     c = read(other, str(tmp_path / "b"), "heldout")
-    assert not np.array_equal(a["prompt"], c["prompt"])
+    assert not np.array_equal(a["tokens"], c["tokens"])
 
 
 def test_demos(built):

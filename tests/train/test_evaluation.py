@@ -1,13 +1,18 @@
 """Frozen-set evaluation: pass@k over repeated samples of the same tasks, and success broken down
 by scaffold axis label, checked against the prompts the episodes actually played."""
 
+import hashlib
 import re
 
+import jax
 import numpy as np
 import pytest
 
+from configs.toolcalc_grpo import get_config as default_config
 from rlx.envs import scaffold as S
+from rlx.rollout import episode_keys
 from rlx.train import evaluation
+from rlx.train import setup as setup_lib
 from rlx.train.evaluation import initial_params, scaffold_labels, success_by_variant
 from tests.train.test_loop import small_config
 
@@ -82,7 +87,7 @@ def _name_style_from_text(prompt):
 def test_success_by_variant_matches_the_played_prompts(setup_and_params, split):
     s, params = setup_and_params
     _, traj = evaluation.evaluate(s, params, split, samples=2, temperature=1.0)
-    labels = scaffold_labels(s, split, samples=2)
+    labels = scaffold_labels(s, traj)
     prompts = _prompts(s, traj)
     assert set(labels) == set(S.AXES)
     assert all(len(v) == len(prompts) for v in labels.values())
@@ -92,7 +97,7 @@ def test_success_by_variant_matches_the_played_prompts(setup_and_params, split):
     assert len(set(labels["call_syntax"])) > 1 and len(set(labels["tool_names"])) > 1
     # Each varying axis partitions the rows; the per-label rates average back to the mean.
     correct = np.random.default_rng(0).random(len(prompts)) < 0.5
-    table = success_by_variant(s, split, correct, samples=2)
+    table = success_by_variant(s, split, traj, correct)
     axes = s.config.env.eval_axes if split == "heldout" else s.config.env.train_axes
     assert set(table) == {a for a, on in zip(S.AXES, S.axes_mask(axes), strict=True) if on}
     for axis, rows in table.items():
@@ -103,5 +108,44 @@ def test_success_by_variant_matches_the_played_prompts(setup_and_params, split):
             rows_l = labels[axis] == label
             assert n == rows_l.sum()
             np.testing.assert_allclose(rate, correct[rows_l].mean())
-    with pytest.raises(ValueError, match="correct has 3 rows"):
-        success_by_variant(s, split, correct[:3], samples=2)
+    assert success_by_variant(s, split, traj) == success_by_variant(s, split, traj,
+                                                                    traj.info["correct"])
+    with pytest.raises(ValueError, match="correct has 3 rows, the episodes have 32"):
+        success_by_variant(s, split, traj, correct[:3])
+
+
+def _frozen_set(s, split, n):
+    """(task, scaffold) of the first `n` episodes of the frozen `split` set, from `env.reset`
+    with the set's keys (what `run_episodes` resets with)."""
+    keys = episode_keys(evaluation.eval_key(s.config, split), n, 1)[0]
+    state = jax.jit(jax.vmap(s.env.reset, (0, None)))(keys, s.eval_params[split])[1]
+    return state.task, state.scaffold
+
+
+def _digest(tree) -> str:
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(tree)):
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_evaluation_plays_the_frozen_set(setup_and_params):
+    s, params = setup_and_params
+    _, traj = evaluation.evaluate(s, params, "heldout")
+    task, sc = _frozen_set(s, "heldout", s.config.eval.num_episodes)
+    jax.tree.map(np.testing.assert_array_equal, (traj.task, traj.scaffold), (task, sc))
+
+
+# The default config's frozen sets (tasks and scaffolds of its 512 train-scaffold and 512
+# held-out-scaffold episodes). Every evaluation in docs/RESULTS.md was played on these episodes.
+# If this fails (a JAX version with other random streams, a change to how envs sample tasks or
+# scaffolds), new figures are not comparable with the recorded ones: say so in RESULTS before
+# updating the digests.
+FROZEN_SETS = {"train": "d0347de8277e015e", "heldout": "1b251f91541df102"}
+
+
+def test_the_default_frozen_sets_are_pinned():
+    s = setup_lib.build(default_config())
+    assert s.config.eval.num_episodes == 512
+    got = {split: _digest(_frozen_set(s, split, 512)) for split in FROZEN_SETS}
+    assert got == FROZEN_SETS
