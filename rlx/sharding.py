@@ -1,8 +1,13 @@
-"""Meshes, logical-axis rules and sharded initialization.
+"""Meshes, logical-axis rules, and the one way rlx compiles: `sharded_jit`.
 
 The mesh has axes ('data', 'fsdp', 'tensor'); a config gives their sizes, with -1 meaning "the rest
 of the devices". Parameters and activations carry logical axis names; one rules table maps them to
 mesh axes, so scaling from one CPU to a pod is a config change.
+
+Every compiled stage of rlx (sampling, episodes, the trainer's steps) is a `sharded_jit`: its
+inputs and outputs are described by logical specs (or by the roles `ROWS` and `REPLICATED`), turned
+into shardings on the mesh once per argument structure, and the arguments are placed on them
+before the call.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -111,12 +116,114 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def data_size(mesh: Mesh | None, rules=DEFAULT_RULES) -> int:
+    """How many ways a batch is split: the product of the mesh axes 'act_batch' maps to."""
+    if mesh is None:
+        return 1
+    spec = batch_sharding(mesh, 1, rules).spec[0]
+    axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_rows(mesh: Mesh | None, rules, rows: int, what: str) -> None:
+    """`rows` must split evenly over the data axes; the error names `what` (a config key)."""
+    n = data_size(mesh, rules or DEFAULT_RULES)
+    if rows % n:
+        raise ValueError(f"{what}={rows} does not split over the mesh's data axes (size {n}); "
+                         f"allowed: multiples of {n}")
+
+
+# -- sharded_jit: one way to compile ----------------------------------------------------------------
+
+ROWS = "rows"              # a batch-major pytree: [B, ...] leaves over 'act_batch', scalars replicated
+REPLICATED = "replicated"  # every leaf whole on every device
+
+
+def rows_specs(tree: Any) -> Any:
+    """The logical specs `ROWS` stands for: [B, ...] leaves split over 'act_batch', scalars
+    replicated."""
+    def spec(x):
+        ndim = len(getattr(x, "shape", ()))
+        return PartitionSpec("act_batch", *([None] * (ndim - 1))) if ndim else PartitionSpec()
+    return jax.tree.map(spec, tree)
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, (str, PartitionSpec, Sharding)) or callable(x)
+
+
+def resolve(spec: Any, value: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
+    """The sharding of every leaf of `value` (arrays or `jax.ShapeDtypeStruct`s) under `spec`.
+
+    `spec` is a pytree prefix of `value` whose leaves are logical `PartitionSpec`s, `Sharding`s,
+    `ROWS`, `REPLICATED`, or functions of the matching subtree of `value` returning a spec (for
+    a structure with fields of different kinds, e.g. a rollout state's KV cache and its rows).
+    A leaf of `spec` covers the whole subtree of `value` it matches."""
+    def one(s, v):
+        if isinstance(s, str):
+            if s not in (ROWS, REPLICATED):
+                raise ValueError(f"sharding role {s!r}; allowed: {ROWS!r}, {REPLICATED!r}")
+            s = rows_specs(v) if s == ROWS else PartitionSpec()
+            return resolve(s, v, mesh, rules)
+        if isinstance(s, PartitionSpec):
+            s = logical_to_sharding(s, mesh, rules)
+        elif not isinstance(s, Sharding):   # a function of the value
+            return resolve(s(v), v, mesh, rules)
+        return jax.tree.map(lambda _: s, v)
+    return jax.tree.map(one, spec, value, is_leaf=_is_spec)
+
+
+class ShardedJit:
+    """`fn` under `jax.jit` with explicit in/out shardings; see `sharded_jit`."""
+
+    def __init__(self, fn, mesh, rules, in_specs, out_specs, donate_argnums):
+        self.fn, self.mesh, self.rules = fn, mesh, rules or DEFAULT_RULES
+        self.in_specs, self.out_specs = tuple(in_specs), out_specs
+        self.donate_argnums = donate_argnums
+        self._plain = jax.jit(fn, donate_argnums=donate_argnums) if mesh is None else None
+        self._by_structure: dict[Any, tuple[Any, Any]] = {}
+
+    def __call__(self, *args):
+        if self._plain is not None:
+            return self._plain(*args)
+        leaves, treedef = jax.tree.flatten(args)
+        structure = (treedef, tuple(len(getattr(x, "shape", ())) for x in leaves))
+        if structure not in self._by_structure:
+            if len(args) != len(self.in_specs):
+                raise TypeError(f"{getattr(self.fn, '__name__', self.fn)} got {len(args)} "
+                                f"arguments; its in_specs describe {len(self.in_specs)}")
+            in_sh = resolve(self.in_specs, args, self.mesh, self.rules)
+            out_sh = resolve(self.out_specs, jax.eval_shape(self.fn, *args), self.mesh,
+                             self.rules)
+            jitted = jax.jit(self.fn, in_shardings=in_sh, out_shardings=out_sh,
+                             donate_argnums=self.donate_argnums)
+            self._by_structure[structure] = (jitted, in_sh)
+        jitted, in_sh = self._by_structure[structure]
+        # Arrays already placed as required pass through untouched (donation still applies);
+        # others (e.g. parameters from an unsharded init) are moved here.
+        return jitted(*jax.device_put(args, in_sh))
+
+
+def sharded_jit(fn, mesh: Mesh | None, rules=None, *, in_specs: Sequence[Any], out_specs: Any,
+                donate_argnums: int | tuple[int, ...] = ()) -> ShardedJit:
+    """`fn` compiled with the shardings its specs give on `mesh` (see `resolve`): one spec per
+    positional argument in `in_specs`, one (a pytree prefix of the output) in `out_specs`.
+
+    Shardings are resolved at the first call of each argument structure (pytree and ranks);
+    `jax.jit` then compiles once per shape as usual. Arguments are placed on their shardings
+    before each call, and those in `donate_argnums` are donated. Without a mesh it is a plain
+    `jax.jit`. Cache a `ShardedJit` by what its `fn` closes over (see `rlx.rollout.sampler`),
+    not per call."""
+    return ShardedJit(fn, mesh, rules, in_specs, out_specs, donate_argnums)
+
+
 def init_sharded(policy, key: jax.Array, mesh: Mesh, rules=DEFAULT_RULES):
     """Initializes `policy` parameters directly into their shardings:
     eval_shape -> logical specs -> jit(init, out_shardings=...). Returns (params, shardings)."""
-    shardings = logical_to_sharding(policy.param_logical_specs(), mesh, rules)
-    params = jax.jit(policy.init, out_shardings=shardings)(key)
-    return params, shardings
+    specs = policy.param_logical_specs()
+    init = sharded_jit(policy.init, mesh, rules, in_specs=(REPLICATED,), out_specs=specs)
+    params = init(key)
+    return params, jax.tree.map(lambda x: x.sharding, params)
 
 
 def num_shards(x: jax.Array) -> int:
@@ -132,7 +239,8 @@ def describe(tree: Any) -> dict[str, str]:
     return {jax.tree_util.keystr(p): str(getattr(v, "sharding", None)) for p, v in flat}
 
 
-__all__ = ["DEFAULT_RULES", "MESH_AXES", "batch_sharding", "describe", "init_sharded",
-           "logical_to_sharding", "make_mesh", "mesh_config", "num_shards", "replicated",
-           "resolve_mesh_shape", "rules_from_config"]
+__all__ = ["DEFAULT_RULES", "MESH_AXES", "REPLICATED", "ROWS", "ShardedJit", "batch_sharding",
+           "check_rows", "data_size", "describe", "init_sharded", "logical_to_sharding",
+           "make_mesh", "mesh_config", "num_shards", "replicated", "resolve",
+           "resolve_mesh_shape", "rows_specs", "rules_from_config", "sharded_jit"]
 

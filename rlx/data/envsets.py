@@ -19,6 +19,7 @@ config (`rlx.train.evaluation`), and a test pins their content.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -136,17 +137,11 @@ def _scaffold_dict(sc: Scaffold) -> dict:
     return {f.name: getattr(sc, f.name) for f in dataclasses.fields(Scaffold)}
 
 
-_JIT_CACHE: dict[tuple, Any] = {}
-
-
+@functools.lru_cache(maxsize=16)
 def _jitted_play(env, rounds: int, max_len: int):
     """Jitted oracle play of `_GEN_BATCH` episodes per env (params are traced), cached so that
     both splits and repeated builds compile once."""
-    key = (id(env), rounds, max_len)
-    if key not in _JIT_CACHE:
-        fn = jax.jit(lambda p, k: play(env, p, k, _GEN_BATCH, max_rounds=rounds, max_len=max_len))
-        _JIT_CACHE[key] = (env, fn)   # keep env alive so its id is not reused
-    return _JIT_CACHE[key][1]
+    return jax.jit(lambda p, k: play(env, p, k, _GEN_BATCH, max_rounds=rounds, max_len=max_len))
 
 
 def _task_dict(task: Task) -> dict:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rlx import sharding
 from rlx.models import KVCache
 from rlx.rollout.config import SamplingConfig
 from rlx.rollout.sampling import select_tokens
@@ -57,6 +58,12 @@ class RolloutState:
     round_index: Array     # int32 scalar: segments so far (env key schedule)
     decode_steps: Array    # int32 scalar: [B,1] forward passes in decode loops
     idle_slots: Array      # int32 scalar: rows idle in those passes
+
+
+def state_specs(policy, st: RolloutState) -> RolloutState:
+    """Logical specs of a rollout state (for `rlx.sharding.sharded_jit`): the KV cache by the
+    policy's cache specs, every other [B, ...] field over the batch, the scalars replicated."""
+    return sharding.rows_specs(st).replace(cache=policy.cache_logical_specs())
 
 
 def _rows(b: int) -> Array:

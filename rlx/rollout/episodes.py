@@ -21,15 +21,16 @@ same key, so they share a task; the env key of round r for row b is split(fold_i
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rlx import sharding
 from rlx.envs.base import Chunk, Env
-from rlx.rollout import _jit, engine
+from rlx.rollout import engine
 from rlx.rollout.config import SamplingConfig
 from rlx.rollout.trajectory import Trajectory
 
@@ -124,6 +125,34 @@ def _final_fn(st, group):
     return engine.to_trajectory(st, group=group)
 
 
+class _HostStages(NamedTuple):
+    start: sharding.ShardedJit     # (params, prompts, lengths, key) -> state
+    segment: sharding.ShardedJit   # (params, state) -> (state, actions, lengths, stepped)
+    apply: sharding.ShardedJit     # (params, state, obs, obs_len, reward, done, stepped) -> state
+    final: sharding.ShardedJit     # (state, group) -> Trajectory
+
+
+@functools.lru_cache(maxsize=32)
+def _host_stages(policy, opts: SamplingConfig, width: int) -> _HostStages:
+    """The compiled segments of the host driver; the rollout state stays on the device and is
+    donated from one to the next."""
+    params, state = policy.param_logical_specs(), functools.partial(engine.state_specs, policy)
+    rows, rep = sharding.ROWS, sharding.REPLICATED
+
+    def jit(fn, in_specs, out_specs, donate_argnums=()):
+        return sharding.sharded_jit(fn, policy.mesh, policy.rules, in_specs=in_specs,
+                                    out_specs=out_specs, donate_argnums=donate_argnums)
+
+    return _HostStages(
+        start=jit(functools.partial(_start_fn, policy, width, opts.head_dtype),
+                  (params, rows, rows, rep), state),
+        segment=jit(functools.partial(_segment_fn, policy, opts), (params, state),
+                    (state, rows, rows, rows), donate_argnums=1),
+        apply=jit(functools.partial(_apply_fn, policy, opts), (params, state) + (rows,) * 5,
+                  state, donate_argnums=1),
+        final=jit(_final_fn, (state, rows), rows))
+
+
 def _stack_rows(rows: list, batch: int) -> Any:
     """Stacks per-row pytrees (numpy leaves) into [B, ...] arrays; rows never filled are 0."""
     template = next((r for r in rows if r is not None), None)
@@ -138,7 +167,7 @@ def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, e
                    keys) -> Trajectory:
     reset_keys, group, sample_key, env_key = keys
     b, o = reset_keys.shape[0], env.max_obs_len
-    static = (opts, width)
+    stages = _host_stages(policy, opts, width)
 
     prompts = np.zeros((b, env.max_prompt_len), np.int32)
     lengths = np.zeros((b,), np.int32)
@@ -150,14 +179,10 @@ def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, e
         lengths[i] = n
         states.append(s)
 
-    st = _jit.call("host_start", functools.partial(_start_fn, policy, width, opts.head_dtype),
-                   policy, static, (params, jnp.asarray(prompts), jnp.asarray(lengths),
-                                    sample_key), batch=b)
+    st = stages.start(params, jnp.asarray(prompts), jnp.asarray(lengths), sample_key)
     infos: list[Any] = [None] * b
     while bool(np.any(np.asarray(st.in_episode))):
-        st, toks, alen, stepped = _jit.call(
-            "host_segment", functools.partial(_segment_fn, policy, opts), policy, static,
-            (params, st), batch=b, donate_argnums=(1,))
+        st, toks, alen, stepped = stages.segment(params, st)
         toks, alen, stepped = np.asarray(toks), np.asarray(alen), np.asarray(stepped)
         keys = _step_keys(env_key, int(st.round_index), b)
         obs = np.zeros((b, o), np.int32)
@@ -173,11 +198,10 @@ def _episodes_host(policy, env: Env, opts: SamplingConfig, width: int, params, e
                                  f"tokens; its max_obs_len is {o}")
             obs[i, :n] = np.asarray(ob.tokens)[:n]
             obs_len[i], reward[i], done[i] = n, float(r), bool(d)
-        st = _jit.call("host_apply", functools.partial(_apply_fn, policy, opts), policy, static,
-                       (params, st, jnp.asarray(obs), jnp.asarray(obs_len), jnp.asarray(reward),
-                        jnp.asarray(done), jnp.asarray(stepped)), batch=b, donate_argnums=(1,))
+        st = stages.apply(params, st, jnp.asarray(obs), jnp.asarray(obs_len),
+                          jnp.asarray(reward), jnp.asarray(done), jnp.asarray(stepped))
 
-    traj = _jit.call("host_final", _final_fn, policy, (), (st, group), batch=b, param_argnum=None)
+    traj = stages.final(st, group)
     info = _stack_rows(infos, b)
     tasks = [env.task(s) for s in states]
     task = None if all(t is None for t in tasks) else _stack_rows(tasks, b)
@@ -243,12 +267,20 @@ def run_episodes(policy, params: Params, env: Env, env_params: Any, key: Array, 
                           max_new_tokens=max_new_tokens, max_len=max_len, max_rounds=max_rounds,
                           head_dtype=head_dtype,
                           stop_tokens=tuple(stop_tokens) + tuple(env.stop_token_ids))
-    _jit.check_batch(policy, batch_size)
+    sharding.check_rows(policy.mesh, policy.rules, batch_size, "rollout.batch_size")
     host = (not env.jittable) if host_loop is None else host_loop
     # Keys are derived outside the compiled function, so group_size is not part of its shape.
     keys = episode_keys(key, batch_size, group_size)
     if host:
         return _episodes_host(policy, env, opts, max_len, params, env_params, keys)
-    fn = functools.partial(_episodes_fn, policy, env, opts, max_len)
-    return _jit.call("episodes", fn, policy, (env, opts, max_len), (params, env_params, keys),
-                     batch=batch_size, replicated_argnums=(1,))
+    return _compiled_episodes(policy, env, opts, max_len)(params, env_params, keys)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_episodes(policy, env: Env, opts: SamplingConfig, width: int) -> sharding.ShardedJit:
+    """The on-device driver of one (policy, env, options, width): (params, env params, keys)
+    -> Trajectory. Env params are replicated (their tables are not batch arrays)."""
+    return sharding.sharded_jit(
+        functools.partial(_episodes_fn, policy, env, opts, width), policy.mesh, policy.rules,
+        in_specs=(policy.param_logical_specs(), sharding.REPLICATED, sharding.ROWS),
+        out_specs=sharding.ROWS)

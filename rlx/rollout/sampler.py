@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlx import sharding
 from rlx.envs.base import Chunk
-from rlx.rollout import _jit, engine
+from rlx.rollout import engine
 from rlx.rollout.config import SamplingConfig
 from rlx.rollout.trajectory import Trajectory
 
@@ -27,6 +28,16 @@ def _sample_fn(policy, opts: SamplingConfig, max_len: int, params, prompts, leng
     st = engine.start(policy, params, prompts, lengths, key, max_len, opts.head_dtype)
     st = engine.generate_segment(policy, params, st, opts)
     return engine.to_trajectory(engine.finish_sampling(st))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(policy, opts: SamplingConfig, width: int) -> sharding.ShardedJit:
+    """The compiled sampler of one (policy, options, width); jit compiles per prompt shape."""
+    return sharding.sharded_jit(
+        functools.partial(_sample_fn, policy, opts, width), policy.mesh, policy.rules,
+        in_specs=(policy.param_logical_specs(), sharding.ROWS, sharding.ROWS,
+                  sharding.REPLICATED),
+        out_specs=sharding.ROWS)
 
 
 def sample(policy, params: Params, prompts: Array | Chunk, key: Array, *,
@@ -75,7 +86,6 @@ def sample(policy, params: Params, prompts: Array | Chunk, key: Array, *,
     if width <= p:
         raise ValueError(f"rollout.max_len={max_len} leaves no room to sample after prompts of "
                          f"width {p}; allowed: max_len > {p} (or 0 = prompt + max_new_tokens)")
-    _jit.check_batch(policy, b)
-    fn = functools.partial(_sample_fn, policy, opts, width)
-    args = (params, prompts, jnp.asarray(prompt_lengths, jnp.int32), key)
-    return _jit.call("sample", fn, policy, (opts, width), args, batch=b)
+    sharding.check_rows(policy.mesh, policy.rules, b, "the prompt batch size")
+    return _compiled(policy, opts, width)(params, prompts, jnp.asarray(prompt_lengths, jnp.int32),
+                                          key)

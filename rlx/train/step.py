@@ -5,8 +5,9 @@ for jittable envs) -> rewards -> `prepare` (one jit: trainer and reference log-p
 sampler's, values, advantages, rollout correction, mismatch metrics) -> `update_step` (one jit:
 epochs x minibatches of the policy loss under `lax.scan`, rlx/train/update.py) -> metrics.
 `Run` also holds the supervised step, the demo batch makers and the state shardings every stage
-keeps (the donated state keeps one layout, so each stage compiles once). rlx/train/loop.py
-drives it: checkpoints, evaluation, logging.
+keeps (the donated state keeps one layout, so each stage compiles once); every stage is an
+`rlx.sharding.sharded_jit`, as the rollout's are. rlx/train/loop.py drives it: checkpoints,
+evaluation, logging.
 """
 
 from __future__ import annotations
@@ -120,27 +121,30 @@ class Run:
         self.param_sh = sharding.logical_to_sharding(s.policy.param_logical_specs(), mesh, rules)
         self.critic_sh = (None if s.critic is None else
                           sharding.logical_to_sharding(s.critic.param_logical_specs(), mesh, rules))
-        self.repl = sharding.replicated(mesh)
-        self.rows = sharding.batch_sharding(mesh, 2, rules)
         self.state_sh = {stage: jax.tree.map(lambda x: x.sharding, self.abstract_state(stage))
                          for stage in (SFT, RL)}
-        # Explicit in/out shardings: the donated state keeps one layout, so each stage compiles
-        # exactly once.
-        self.sft_step = jax.jit(
-            make_sft_step(s.policy, self.sft_opt),
-            in_shardings=(self.state_sh[SFT]["train"], self.rows, self.rows, self.repl),
-            out_shardings=(self.state_sh[SFT]["train"], self.repl), donate_argnums=0)
-        rl_train = self.state_sh[RL]["train"]
-        self.update_step = jax.jit(
+        rows, rep = sharding.ROWS, sharding.REPLICATED
+
+        def jit(fn, in_specs, out_specs, donate_argnums=()):
+            return sharding.sharded_jit(fn, mesh, rules, in_specs=in_specs, out_specs=out_specs,
+                                        donate_argnums=donate_argnums)
+
+        # The donated state keeps one layout (`state_sh`), so each stage compiles once per shape.
+        sft_train, rl_train = self.state_sh[SFT]["train"], self.state_sh[RL]["train"]
+        self.sft_step = jit(make_sft_step(s.policy, self.sft_opt), (sft_train, rows, rows, rep),
+                            (sft_train, rep), donate_argnums=0)
+        self.update_step = jit(
             make_update_step(s.policy, self.rl_opt, s.rl, s.critic, self.critic_opt),
-            in_shardings=(rl_train, self.rows, self.repl), out_shardings=(rl_train, self.repl),
-            donate_argnums=0)
-        self.prepare = jax.jit(make_prepare(s), out_shardings=(self.rows, self.repl))
+            (rl_train, rows, rep), (rl_train, rep), donate_argnums=0)
+        self.prepare = jit(make_prepare(s), (self.param_sh, self.param_sh, self.critic_sh, rows,
+                                             rows), (rows, rep))
+        self._init = jit(s.policy.init, (rep,), self.param_sh)
+        self._init_critic = None if s.critic is None else jit(s.critic.init, (rep,),
+                                                              self.critic_sh)
         # One jitted batch maker per stage of `sft.mixture` (see rlx/train/demos.py).
         self.demo_stages = [
-            (until, jax.jit(make_demos(s.env, s.env_params, cfg.sft.batch_size, cfg.sft.max_len,
-                                       cfg.sft.max_rounds, mixture),
-                            out_shardings=(self.rows, self.rows)))
+            (until, jit(make_demos(s.env, s.env_params, cfg.sft.batch_size, cfg.sft.max_len,
+                                   cfg.sft.max_rounds, mixture), (rep,), rows))
             for mixture, until in parse_schedule(cfg.sft.get("mixture") or cfg.env.train_axes)]
 
     def demos(self, step: int, key: Array):
@@ -181,10 +185,10 @@ class Run:
     def init_params(self, key: Array):
         if self.s.init_params is not None:  # a pretrained checkpoint (config.init.hf_path)
             return jax.device_put(self.s.init_params(key), self.param_sh)
-        return jax.jit(self.s.policy.init, out_shardings=self.param_sh)(key)
+        return self._init(key)
 
     def init_critic(self, key: Array):
-        return jax.jit(self.s.critic.init, out_shardings=self.critic_sh)(key)
+        return self._init_critic(key)
 
     def abstract_state(self, stage: str):
         """Shapes, dtypes and shardings of the checkpointed pytree for `stage`."""
