@@ -44,7 +44,12 @@ _TEMPERATURE = flags.DEFINE_float("temperature", None,
 _OUT = flags.DEFINE_string("out", None, "Where to write the results as JSON (default with "
                            "--workdir: <workdir>/eval.json, or eval-step<N>.json for --step).")
 _PER_AXIS = flags.DEFINE_bool("per_axis", False, "Also evaluate a held-out set per scaffold "
-                              "axis (that axis held out, the others canonical).")
+                              "axis (that axis held out, the others as --per_axis_others).")
+_PER_AXIS_OTHERS = flags.DEFINE_enum(
+    "per_axis_others", "canonical", ["canonical", "train"],
+    "With --per_axis, the axes not held out: canonical, or at their train variants where the "
+    "config's env.train_axes varies them (isolates the held-out axis for a policy trained on "
+    "perturbed scaffolds).")
 
 
 def main(argv):
@@ -70,10 +75,11 @@ def main(argv):
     if _PER_AXIS.value:
         s, params = (initial_params(_CONFIG.value) if _WORKDIR.value is None else
                      restore_params(_WORKDIR.value, _STEP.value)[::2])
+        others = _PER_AXIS_OTHERS.value
         per_axis = evaluate_heldout_sets(s, params, {a: a for a in AXES}, _SAMPLES.value,
-                                         _TEMPERATURE.value)
-        record["per_axis"] = per_axis
-        print("held out on one axis (the others canonical):")
+                                         _TEMPERATURE.value, others=others)
+        record["per_axis"], record["per_axis_others"] = per_axis, others
+        print(f"held out on one axis (the others {others}):")
         for axis, m in per_axis.items():
             shown = "  ".join(f"{k}={v:.3f}" for k, v in m.items()
                               if k == "success" or k.startswith("pass@"))

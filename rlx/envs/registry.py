@@ -25,8 +25,9 @@ def make(name: str, **overrides: Any) -> tuple[Env, ToolEnvParams]:
 
     Overrides that are constructor arguments (shapes: `max_steps`, `table_size`, `tokenizer`)
     go to the env; the rest are params fields (`num_steps`, `min_steps`, `max_operand`,
-    `fault_rate`, `hackable`, `max_turns`, `split` ("train"/"heldout"), `axes` (a preset of
-    `rlx.envs.scaffold.AXIS_PRESETS` or axis names, a tuple or joined by "+").
+    `fault_rate`, `hackable`, `max_turns`, `split` ("train", "heldout" or "heldout:<axes>"),
+    `axes` (a preset of `rlx.envs.scaffold.AXIS_PRESETS` or axis names, a tuple or joined by
+    "+").
     `max_steps` defaults to max(4, num_steps). Envs are cached (a custom tokenizer by identity),
     so `make` twice gives the same env object (and jitted functions keyed on it are reused).
 

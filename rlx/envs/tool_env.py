@@ -74,7 +74,7 @@ class ToolEnvParams:
     max_operand: Array        # toolcalc operands are drawn from 1..max_operand (≤ 999)
     fault_rate: Array         # tool fault probability when the fault_rate axis does not vary
     hackable: Array           # list the forbidden answer-revealing tool
-    split: Array              # 0: sample train scaffolds, 1: held-out scaffolds
+    split: Array              # 0: train scaffolds, 1: held-out; [] for every axis or [len(AXES)]
     vary: Array               # bool [len(AXES)]: which scaffold axes are sampled
     max_turns: Array          # the episode ends after this many policy rounds
 
@@ -97,17 +97,20 @@ PARAM_RANGES = dict(num_steps=(1, 64), min_steps=(0, 64), max_operand=(1, 999),
 
 
 def default_params(**overrides: Any) -> ToolEnvParams:
-    """ToolEnvParams from plain values; `axes` (preset name or axis names) sets `vary`,
-    `split` may be "train"/"heldout"."""
+    """ToolEnvParams from plain values; `axes` (preset name or axis names) sets `vary`.
+    `split`: "train", "heldout" (every axis), or "heldout:<axes>" (those axes held out, the
+    others at their train variants; they must be in `axes` to vary)."""
     vals: dict[str, Any] = dict(num_steps=2, min_steps=0, max_operand=9, fault_rate=0.0,
                                 hackable=False, split=0, vary=axes_mask("none"), max_turns=64)
     for k, v in overrides.items():
         if k == "axes":
             vals["vary"] = axes_mask(v)
         elif k == "split" and isinstance(v, str):
-            if v not in axes.SPLITS:
-                raise KeyError(f"unknown split {v!r}; known: {sorted(axes.SPLITS)}")
-            vals["split"] = axes.SPLITS[v]
+            name, _, held = v.partition(":")
+            if name not in axes.SPLITS or (held and name != "heldout"):
+                raise KeyError(f"unknown split {v!r}; allowed: {sorted(axes.SPLITS)} or "
+                               f"'heldout:<axes>' (a preset or axis names joined by '+')")
+            vals["split"] = axes_mask(held).astype(np.int32) if held else axes.SPLITS[name]
         elif k in vals:
             vals[k] = v
         else:

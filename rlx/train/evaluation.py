@@ -18,7 +18,7 @@ import numpy as np
 
 from rlx.envs import make
 from rlx.envs.scaffold import AXES
-from rlx.envs.scaffold.tables import axis_labels
+from rlx.envs.scaffold.tables import axes_mask, axis_labels
 from rlx.rollout import run_episodes
 from rlx.rollout.trajectory import FinishReason, Trajectory, render_episode
 from rlx.train import setup as setup_lib
@@ -154,16 +154,31 @@ def success_by_variant(s: setup_lib.Setup, split: str, traj: Trajectory,
     return out
 
 
-def evaluate_heldout_sets(s: setup_lib.Setup, params, sets: dict[str, str], samples: int = 1,
-                          temperature: float | None = None) -> dict[str, dict[str, float]]:
-    """Metrics on held-out sets defined by the axes they hold out: {name: metrics} for each
-    `name: axes` (a preset or '+'-joined axes; the other axes stay canonical). The sets share
-    the frozen held-out key, so they hold the same tasks under different scaffolds."""
+def heldout_set_params(s: setup_lib.Setup, axes: str, others: str = "canonical"):
+    """Env params of a set that holds out `axes` (a preset or '+'-joined axes). The other axes
+    stay canonical (`others="canonical"`), or take their train variants where `env.train_axes`
+    varies them (`others="train"`: what a policy trained on perturbed scaffolds has seen, so
+    the set isolates the held-out axes)."""
     kw = setup_lib.env_overrides(s.config.env)
+    if others == "canonical":
+        return make(s.config.env.name, split="heldout", axes=axes, **kw)[1]
+    if others != "train":
+        raise ValueError(f"others={others!r}; allowed: 'canonical', 'train'")
+    vary = axes_mask(s.config.env.train_axes) | axes_mask(axes)
+    return make(s.config.env.name, split=f"heldout:{axes}",
+                axes=tuple(a for a, v in zip(AXES, vary, strict=True) if v), **kw)[1]
+
+
+def evaluate_heldout_sets(s: setup_lib.Setup, params, sets: dict[str, str], samples: int = 1,
+                          temperature: float | None = None, others: str = "canonical"
+                          ) -> dict[str, dict[str, float]]:
+    """Metrics on held-out sets defined by the axes they hold out: {name: metrics} for each
+    `name: axes`, the other axes as `others` says (`heldout_set_params`). The sets share the
+    frozen held-out key, so they hold the same tasks."""
     out = {}
     for name, axes in sets.items():
         split = f"heldout:{name}"
-        s.eval_params[split] = make(s.config.env.name, split="heldout", axes=axes, **kw)[1]
+        s.eval_params[split] = heldout_set_params(s, axes, others)
         out[name] = evaluate(s, params, split, samples, temperature)[0]
     return out
 

@@ -116,6 +116,40 @@ def test_names_orders_and_fault_rates_per_split(calc):
         assert (rate >= lo).all() and (rate <= hi).all() and rate.std() > 0.03
 
 
+def test_per_axis_split_holds_out_exactly_its_axes(calc):
+    """A per-axis split draws each axis as the scalar split of that axis would with the same
+    key: the held-out axis as in an all-held-out draw, every other axis as in an all-train
+    draw."""
+    env, _ = calc
+    tables = env.tables
+    sample = jax.jit(jax.vmap(tables.sample, (0, None, None)))
+    keys = jax.random.split(jax.random.key(6), 512)
+    train, held = (jax.device_get(sample(keys, s, jnp.asarray(ALL))) for s in (0, 1))
+    field_axis = {"name_style": "tool_names", "name_atoms": "tool_names", "words": "call_syntax",
+                  "order": "tool_order", "fault_rate": "fault_rate"}
+    for axis in A.AXES:
+        split = jnp.asarray(axes_mask(axis), jnp.int32)
+        mixed = jax.device_get(sample(keys, split, jnp.asarray(ALL)))
+        np.testing.assert_array_equal(mixed.heldout, np.broadcast_to(axes_mask(axis),
+                                                                     mixed.heldout.shape))
+        rows = np.asarray(tables.axis_of_row) == A.AXIS_INDEX[axis]
+        np.testing.assert_array_equal(mixed.choice[:, rows], held.choice[:, rows])
+        np.testing.assert_array_equal(mixed.choice[:, ~rows], train.choice[:, ~rows])
+        for field, owner in field_axis.items():
+            want = held if owner == axis else train
+            np.testing.assert_array_equal(getattr(mixed, field), getattr(want, field), field)
+
+
+def test_split_strings_of_the_params():
+    p = envs.make("toolcalc", split="heldout:tool_names+chat_template", axes="all_axes")[1]
+    np.testing.assert_array_equal(p.split, axes_mask("tool_names+chat_template").astype(int))
+    assert int(envs.make("toolcalc", split="heldout")[1].split) == 1
+    with pytest.raises(KeyError, match=r"unknown split 'train:tool_names'; allowed: "):
+        envs.make("toolcalc", split="train:tool_names")
+    with pytest.raises(KeyError, match=r"unknown scaffold axes \['names'\]"):
+        envs.make("toolcalc", split="heldout:names+tool_order")
+
+
 # -- rendering -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["toolcalc", "kvlookup"])

@@ -149,3 +149,17 @@ def test_the_default_frozen_sets_are_pinned():
     assert s.config.eval.num_episodes == 512
     got = {split: _digest(_frozen_set(s, split, 512)) for split in FROZEN_SETS}
     assert got == FROZEN_SETS
+
+
+def test_heldout_set_params_hold_out_one_axis_over_train_or_canonical_scaffolds(
+        setup_and_params):
+    s, _ = setup_and_params
+    train_vary = S.axes_mask(s.config.env.train_axes)
+    p = evaluation.heldout_set_params(s, "chat_template", others="train")
+    np.testing.assert_array_equal(p.split, S.axes_mask("chat_template").astype(int))
+    np.testing.assert_array_equal(p.vary, train_vary | S.axes_mask("chat_template"))
+    canonical = evaluation.heldout_set_params(s, "chat_template")
+    assert int(canonical.split) == 1
+    np.testing.assert_array_equal(canonical.vary, S.axes_mask("chat_template"))
+    with pytest.raises(ValueError, match=r"others='trian'; allowed: 'canonical', 'train'"):
+        evaluation.heldout_set_params(s, "chat_template", others="trian")

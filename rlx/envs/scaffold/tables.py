@@ -162,8 +162,9 @@ class ScaffoldTables:
 
     # -- jittable --------------------------------------------------------------------------------
     def sample(self, key: Array, split: Array, vary: Array) -> Scaffold:
-        """Draw a scaffold: each axis in `vary` uniformly over the split's choices, the
-        canonical scaffold elsewhere."""
+        """Draw a scaffold: each axis in `vary` uniformly over its split's choices, the
+        canonical scaffold elsewhere. `split`: 0 (train) or 1 (held out), for every axis or
+        per axis ([len(AXES)] int32: e.g. one axis held out, the others at train variants)."""
         n_rows, n_atoms, n_main = len(self.grammars), self.atom_ref.shape[1], len(self.tools) - 1
         bits = jax.random.bits(key, (n_rows + 3 + 2 * n_atoms + n_main,), jnp.uint32)
         b_rows, b_style, b_pos, b_fault = (bits[:n_rows], bits[n_rows], bits[n_rows + 1],
@@ -171,12 +172,12 @@ class ScaffoldTables:
         b_atoms = bits[n_rows + 3: n_rows + 3 + n_atoms]
         b_words = bits[n_rows + 3 + n_atoms: n_rows + 3 + 2 * n_atoms]
         b_order = bits[n_rows + 3 + 2 * n_atoms:]
-        split = jnp.asarray(split, jnp.int32)
+        split = jnp.broadcast_to(jnp.asarray(split, jnp.int32), (len(axes.AXES),))
         vary = jnp.asarray(vary, bool)
         heldout = vary & (split == 1)
 
         # Grammar axes: a uniform row of the split's choice table (row 0 of train: canonical).
-        row_split = jnp.where(vary[self.axis_of_row], split, 0)
+        row_split = jnp.where(vary[self.axis_of_row], split[self.axis_of_row], 0)
         n = jnp.asarray(self.n_choices)[row_split, jnp.arange(n_rows)]
         row = jnp.where(vary[self.axis_of_row], token_ops.randint(b_rows, 0, n), 0)
         choice = jnp.asarray(self.choices)[row_split, jnp.arange(n_rows), row]
@@ -184,12 +185,14 @@ class ScaffoldTables:
         # Names: one style per episode; 2 distinct atoms per tool kind from the split's atoms
         # of the style's casing.
         style = token_ops.randint(b_style, 0, len(axes.NAME_STYLES))
-        atoms = self._draw_atoms(b_atoms, style % len(axes.NAME_CASES), split)
+        atoms = self._draw_atoms(b_atoms, style % len(axes.NAME_CASES),
+                                 split[axes.AXIS_INDEX["tool_names"]])
         name_atoms = atoms[: 2 * len(axes.TOOL_KINDS)].reshape(len(axes.TOOL_KINDS), 2)
         name_style = jnp.where(vary[axes.AXIS_INDEX["tool_names"]], style, -1)
         # Drawn words (the call syntax's key names): distinct lowercase atoms of its split.
-        vary_words = vary[axes.AXIS_INDEX["call_syntax"]]
-        words = self._draw_atoms(b_words, 0, jnp.where(vary_words, split, 0))[:N_WORDS]
+        syntax = axes.AXIS_INDEX["call_syntax"]
+        vary_words = vary[syntax]
+        words = self._draw_atoms(b_words, 0, jnp.where(vary_words, split[syntax], 0))[:N_WORDS]
         words = jnp.where(vary_words, words, -1)
 
         # Order: a permutation of the main tools, even in train, odd held out; the reveal tool
@@ -197,7 +200,7 @@ class ScaffoldTables:
         perm = jnp.argsort(b_order)
         inversions = (perm[:, None] > perm[None, :]) & (jnp.arange(n_main)[:, None]
                                                           < jnp.arange(n_main)[None, :])
-        fix = (inversions.sum() % 2) != split
+        fix = (inversions.sum() % 2) != split[axes.AXIS_INDEX["tool_order"]]
         perm = jnp.where(fix, perm.at[0].set(perm[1]).at[1].set(perm[0]), perm)
         pos = token_ops.randint(b_pos, 0, n_main + 1)
         i = jnp.arange(n_main + 1)
@@ -205,7 +208,8 @@ class ScaffoldTables:
                           jnp.where(i == pos, n_main, perm[jnp.maximum(i - 1, 0)]))
         order = jnp.where(vary[axes.AXIS_INDEX["tool_order"]], order, i)
 
-        lo, hi = (jnp.where(split == 1, axes.FAULT_RATE_RANGES["heldout"][j],
+        fault_split = split[axes.AXIS_INDEX["fault_rate"]]
+        lo, hi = (jnp.where(fault_split == 1, axes.FAULT_RATE_RANGES["heldout"][j],
                             axes.FAULT_RATE_RANGES["train"][j]) for j in (0, 1))
         u = (b_fault >> 8).astype(jnp.float32) / float(1 << 24)
         return Scaffold(choice=choice.astype(jnp.int32), name_style=name_style.astype(jnp.int32),
