@@ -8,11 +8,15 @@ Each config has its own default workdir, `runs/<config name>[-<config arg>]` (th
 `runs/toolcalc_grpo`). Rerunning on the same workdir resumes from its latest checkpoint; a workdir
 holding a run of another config is refused with the differing keys (`--allow_config_change` to
 continue it anyway), and a finished run prints its summary instead of running again.
+
+Several processes (hosts) run the same command with `--coordinator=<host:port>
+--num_processes=N --process_id=i` (docs/scale.md); process 0 writes the workdir's files.
 """
 
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rlx import sharding
 from rlx.train import cli, train_and_evaluate
 from rlx.train.workdir import default_workdir
 
@@ -24,11 +28,20 @@ _WORKDIR = flags.DEFINE_string(
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose stored config differs from this one "
     "(the differing keys are printed and the old config.json is kept).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "host:port of process 0, for a run of several processes "
+    "(jax.distributed); with --num_processes and --process_id.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index, 0..num_processes-1.")
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    if _COORDINATOR.value:
+        sharding.init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif _NUM_PROCESSES.value != 1:
+        raise app.UsageError(f"--num_processes={_NUM_PROCESSES.value} needs --coordinator")
     workdir = _WORKDIR.value or default_workdir(
         config_flags.get_config_filename(flags.FLAGS["config"]))
     train_and_evaluate(_CONFIG.value, workdir, allow_config_change=_ALLOW_CHANGE.value)

@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -43,6 +44,29 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("act_vocab", "tensor"),
     ("cache_length", None),
 )
+
+
+def init_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Joins a run of `num_processes` processes (`jax.distributed.initialize`); call it before
+    any JAX computation. Every process runs the same program on the global mesh (all processes'
+    devices); on CPU, collectives between processes go through gloo. On a TPU pod slice or a
+    SLURM job JAX can find all three by itself: see docs/scale.md."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; else unused
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def is_lead() -> bool:
+    """True in the process that writes files and prints (process 0; the only one by default)."""
+    return jax.process_index() == 0
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf of `tree` whole, as numpy, in this process: `jax.device_get` in a single process,
+    an all-gather across processes otherwise (then every process must call it)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def mesh_config(shape: Sequence[int] = (-1, 1, 1)) -> ml_collections.ConfigDict:
@@ -183,9 +207,8 @@ class ShardedJit:
         self._plain = jax.jit(fn, donate_argnums=donate_argnums) if mesh is None else None
         self._by_structure: dict[Any, tuple[Any, Any]] = {}
 
-    def __call__(self, *args):
-        if self._plain is not None:
-            return self._plain(*args)
+    def _jitted(self, args: tuple) -> tuple[Any, Any]:
+        """(the `jax.jit` of this argument structure, its input shardings)."""
         leaves, treedef = jax.tree.flatten(args)
         structure = (treedef, tuple(len(getattr(x, "shape", ())) for x in leaves))
         if structure not in self._by_structure:
@@ -198,10 +221,34 @@ class ShardedJit:
             jitted = jax.jit(self.fn, in_shardings=in_sh, out_shardings=out_sh,
                              donate_argnums=self.donate_argnums)
             self._by_structure[structure] = (jitted, in_sh)
-        jitted, in_sh = self._by_structure[structure]
+        return self._by_structure[structure]
+
+    def __call__(self, *args):
+        if self._plain is not None:
+            return self._plain(*args)
+        jitted, in_sh = self._jitted(args)
         # Arrays already placed as required pass through untouched (donation still applies);
         # others (e.g. parameters from an unsharded init) are moved here.
-        return jitted(*jax.device_put(args, in_sh))
+        return jitted(*jax.tree.map(put, args, in_sh))
+
+    def lower(self, *args):
+        """`jax.jit(...).lower` for these (possibly abstract, `jax.ShapeDtypeStruct`) arguments:
+        `.compile().memory_analysis()` gives the stage's memory per device without running it."""
+        if self._plain is not None:
+            return self._plain.lower(*args)
+        return self._jitted(args)[0].lower(*args)
+
+
+def put(x: Any, sharding: Sharding) -> Any:
+    """`jax.device_put(x, sharding)`, also for a PRNG key that every process holds whole
+    going to devices of several processes (`device_put` takes only plain arrays there)."""
+    if (jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+            and not sharding.is_fully_addressable and x.is_fully_addressable):
+        spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec) + 1)
+        data = jax.device_put(np.asarray(jax.random.key_data(x)),
+                              NamedSharding(sharding.mesh, PartitionSpec(*spec)))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
 
 
 def sharded_jit(fn, mesh: Mesh | None, rules=None, *, in_specs: Sequence[Any], out_specs: Any,
@@ -240,7 +287,6 @@ def describe(tree: Any) -> dict[str, str]:
 
 
 __all__ = ["DEFAULT_RULES", "MESH_AXES", "REPLICATED", "ROWS", "ShardedJit", "batch_sharding",
-           "check_rows", "data_size", "describe", "init_sharded", "logical_to_sharding",
-           "make_mesh", "mesh_config", "num_shards", "replicated", "resolve",
-           "resolve_mesh_shape", "rows_specs", "rules_from_config", "sharded_jit"]
-
+           "check_rows", "data_size", "describe", "init_distributed", "init_sharded", "is_lead",
+           "logical_to_sharding", "make_mesh", "mesh_config", "num_shards", "replicated", "resolve",
+           "resolve_mesh_shape", "rows_specs", "rules_from_config", "sharded_jit", "to_host"]

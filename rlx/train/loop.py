@@ -4,6 +4,9 @@ Each RL step is `Run.rl_step` (rlx/train/step.py: rollout -> rewards -> log-prob
 and correction -> update); this module is the driver around it: resume, the step loops,
 evaluation, checkpoints and logs. Every random key is `fold_in(seed key, step)`, so
 a run killed and restarted on the same workdir reproduces the uninterrupted run bit for bit.
+
+Several processes (`rlx.sharding.init_distributed`, docs/scale.md) run this same function on
+one global mesh; process 0 writes the files and prints, and all of them checkpoint together.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from rlx import sharding
 from rlx.rollout.trajectory import Trajectory, render_episode
 from rlx.train import setup as setup_lib
 from rlx.train import workdir as workdir_lib
@@ -37,15 +41,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     `allow_config_change`; a finished run is reported, not run again.
     """
     t_start = time.perf_counter()
+    lead = sharding.is_lead()   # the process that writes files and prints
+    say = print if lead else (lambda *args, **kwargs: None)
     s = setup_lib.build(config)  # validates the config before anything compiles
     ensure_writable(workdir)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
     workdir_lib.record_config(workdir, config, resuming=ckpt.latest_step() is not None,
-                              allow_change=allow_config_change)
+                              allow_change=allow_config_change, write=lead)
     finished = _finished_summary(workdir, ckpt, config)
     if finished is not None:
         ckpt.close()
-        print(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
+        say(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
               f"rl_step={config.rl.steps}); its summary:\n{finished['text']}", flush=True)
         return finished
     run = Run(s)
@@ -58,30 +64,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state, meta, latest = ckpt.restore_newest_intact(
             lambda m: run.abstract_state(m["stage"]))
         state = jax.device_put(state, run.state_sh[meta["stage"]])
-        print(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
+        say(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
               f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
         # Steps logged after the checkpoint are about to be redone: drop them from the log.
         done = {SFT: meta["sft_step"], "sft_eval": meta["sft_step"], RL: meta["rl_step"],
                 "eval": meta["rl_step"]}
-        trim_jsonl(os.path.join(workdir, "metrics.jsonl"),
-                   lambda r: r["step"] <= done.get(r["stage"], 0))
+        if lead:
+            trim_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                       lambda r: r["step"] <= done.get(r["stage"], 0))
     else:
         # A run that died before its first checkpoint left metrics of steps about to be redone.
         stale = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(stale):
+        if lead and os.path.exists(stale):
             os.replace(stale, os.path.join(workdir, f"metrics.{time.strftime('%Y%m%dT%H%M%S')}"
                                                     ".jsonl"))
         state = jax.device_put({"train": TrainState.create(run.init_params(k_init), run.sft_opt)},
                                run.state_sh[SFT])
 
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, files=lead)
+    quiet = None if lead else open(os.devnull, "w")   # progress of the other processes
 
     def log_eval(stage: str, step: int, ev: dict, episodes: dict[str, Trajectory]) -> None:
         """Writes an evaluation, and its first `eval.print_episodes` greedy episodes per split
         decoded as TensorBoard text (policy tokens between ⟦ and ⟧)."""
         writer.write(stage, step, ev)
         for split, traj in episodes.items():
-            for row in range(min(config.eval.get("print_episodes", 0), traj.tokens.shape[0])):
+            rows = min(config.eval.get("print_episodes", 0), traj.tokens.shape[0])
+            if not rows:
+                continue
+            traj = sharding.to_host(traj)   # with several processes, gathered by all of them
+            for row in range(rows):
                 text = render_episode(s.tokenizer, traj, row)
                 writer.text(f"{stage}/{split}/episode{row}", step, f"```\n{text}\n```")
 
@@ -92,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # ---- supervised warm start ----
     if meta["stage"] == SFT:
-        progress = Progress(sft_steps, "warm start", ("nll",))
+        progress = Progress(sft_steps, "warm start", ("nll",), stream=quiet)
         for step in range(meta["sft_step"], sft_steps):
             k = jax.random.fold_in(k_sft, step)
             tokens, mask = run.demos(step, k)
@@ -122,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         _print_eval("warm start", warm)
 
     # ---- RL ----
-    progress = Progress(rl_steps, "rl", ("reward", "success", "heldout/success"))
+    progress = Progress(rl_steps, "rl", ("reward", "success", "heldout/success"), stream=quiet)
     for step in range(meta["rl_step"], rl_steps):
         state, m = run.rl_step(state, jax.random.fold_in(k_rl, step))
         meta["rl_step"] = step + 1
@@ -149,10 +161,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     save(meta)
     ckpt.close()
     writer.close()
+    if quiet is not None:
+        quiet.close()
     summary = _summarize(workdir, meta.get("warm_start", {}), final,
-                         time.perf_counter() - t_start)
+                         time.perf_counter() - t_start, write=lead)
     _print_eval("final", final)
-    print(summary["text"], flush=True)
+    say(summary["text"], flush=True)
     return summary
 
 
@@ -193,12 +207,14 @@ CURVES = (
 
 
 def _print_eval(label: str, ev: dict) -> None:
+    if not sharding.is_lead():
+        return
     keys = [k for k in ("train/success", "heldout/success", "train/reward", "heldout/reward")
             if k in ev]
     print(f"[{label}] " + "  ".join(f"{k}={ev[k]:.3f}" for k in keys), flush=True)
 
 
-def _summarize(workdir: str, warm: dict, final: dict, wall: float) -> dict:
+def _summarize(workdir: str, warm: dict, final: dict, wall: float, write: bool = True) -> dict:
     lines = ["rlx run summary", f"workdir: {workdir}", f"wall time this process: {wall:.0f}s", ""]
     lines.append(f"{'metric':28s} {'warm start':>11s} {'after RL':>11s} {'change':>9s}")
     for key in sorted(final):
@@ -210,6 +226,8 @@ def _summarize(workdir: str, warm: dict, final: dict, wall: float) -> dict:
         lines.append(f"{key:28s} {w:11.3f} {f:11.3f} {f - w:+9.3f}")
     text = "\n".join(lines)
     summary = {"warm_start": warm, "final": final, "wall_seconds": wall, "text": text}
+    if not write:
+        return summary
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(workdir, "summary.txt"), "w") as f:

@@ -51,15 +51,18 @@ class MetricsWriter:
     (`<workdir>/tb`, tags `<stage>/<name>`). Resumed runs append to the same files.
 
     Non-finite values (NaN, inf) are written as JSON `null`, so every line stays valid JSON; each
-    record that has some says so on stderr, and `nonfinite` counts them in this process."""
+    record that has some says so on stderr, and `nonfinite` counts them in this process. With
+    `files=False` (the other processes of a multi-process run) it writes nothing and only
+    returns the values."""
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
-        os.makedirs(workdir, exist_ok=True)
+    def __init__(self, workdir: str, *, tensorboard: bool = True, files: bool = True):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self._file = open(self.path, "a")
-        self._tb = None
+        self._file = self._tb = None
         self.nonfinite = 0
-        if tensorboard:
+        if files:
+            os.makedirs(workdir, exist_ok=True)
+            self._file = open(self.path, "a")
+        if tensorboard and files:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -67,15 +70,16 @@ class MetricsWriter:
     def write(self, stage: str, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         values = to_python(metrics)
         bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-        if bad:
+        if bad and self._file is not None:
             self.nonfinite += len(bad)
             print(f"metrics: {len(bad)} non-finite value(s) at {stage} step {step} written as "
                   f"null: {', '.join(bad)} ({self.nonfinite} in this process)", file=sys.stderr,
                   flush=True)
         record = {k: (v if math.isfinite(v) else None) for k, v in values.items()}
-        self._file.write(json.dumps({"stage": stage, "step": int(step), **record},
-                                    allow_nan=False) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps({"stage": stage, "step": int(step), **record},
+                                        allow_nan=False) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in values.items():
                 if math.isfinite(v):
@@ -98,7 +102,8 @@ class MetricsWriter:
                              name="hparams")
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

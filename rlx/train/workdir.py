@@ -87,8 +87,9 @@ def config_diff(stored: dict, new: dict) -> list[str]:
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict, *, resuming: bool,
-                  allow_change: bool = False) -> None:
+                  allow_change: bool = False, write: bool = True) -> None:
     """Writes `config.json` for a new run; for a resumed one, checks the config against it.
+    With `write=False` (the other processes of a multi-process run) it only checks.
 
     Raises ValueError naming the differing keys when a resumed run's config differs and
     `allow_change` is False."""
@@ -106,10 +107,14 @@ def record_config(workdir: str, config: ml_collections.ConfigDict, *, resuming: 
                 f"would mix two runs. Differences (stored -> now):\n  " + "\n  ".join(diff)
                 + "\nUse another --workdir, or pass --allow_config_change to continue this run "
                 "under the new config.")
+        if not write:
+            return
         kept = os.path.join(workdir, f"config.{time.strftime('%Y%m%dT%H%M%S')}.json")
         os.replace(path, kept)
         print(f"config changed on resume (previous config kept as {kept}):\n  "
               + "\n  ".join(diff), flush=True)
+    if not write:
+        return
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
