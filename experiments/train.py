@@ -10,7 +10,8 @@ holding a run of another config is refused with the differing keys (`--allow_con
 continue it anyway), and a finished run prints its summary instead of running again.
 
 Several processes (hosts) run the same command with `--coordinator=<host:port>
---num_processes=N --process_id=i` (docs/scale.md); process 0 writes the workdir's files.
+--num_processes=N --process_id=i`, or `--coordinator=auto` on a TPU pod slice or under SLURM
+(docs/scale.md); process 0 writes the workdir's files.
 """
 
 from absl import app, flags, logging
@@ -29,8 +30,9 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose stored config differs from this one "
     "(the differing keys are printed and the old config.json is kept).")
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator", None, "host:port of process 0, for a run of several processes "
-    "(jax.distributed); with --num_processes and --process_id.")
+    "coordinator", None, "For a run of several processes (jax.distributed): host:port of "
+    "process 0, with --num_processes and --process_id; or 'auto' on a TPU pod slice or under "
+    "SLURM, where JAX finds all three (docs/scale.md).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index, 0..num_processes-1.")
 

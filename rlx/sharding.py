@@ -46,12 +46,20 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def init_distributed(coordinator: str, num_processes: int, process_id: int) -> None:
-    """Joins a run of `num_processes` processes (`jax.distributed.initialize`); call it before
-    any JAX computation. Every process runs the same program on the global mesh (all processes'
-    devices); on CPU, collectives between processes go through gloo. On a TPU pod slice or a
-    SLURM job JAX can find all three by itself: see docs/scale.md."""
+def init_distributed(coordinator: str, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """Joins a run of several processes (`jax.distributed.initialize`); call it before any JAX
+    computation. Every process runs the same program on the global mesh (all processes'
+    devices); on CPU, collectives between processes go through gloo. `coordinator="auto"` lets
+    JAX find the coordinator, process count and index itself (TPU pod slices, SLURM jobs; see
+    docs/scale.md); otherwise give "host:port" of process 0 and both numbers."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; else unused
+    if coordinator == "auto":
+        jax.distributed.initialize()
+        return
+    if num_processes is None or process_id is None or not 0 <= process_id < num_processes:
+        raise ValueError(f"coordinator={coordinator!r} needs num_processes >= 1 and "
+                         f"0 <= process_id < num_processes; got {num_processes}, {process_id}")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
 
 

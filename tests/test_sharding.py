@@ -161,3 +161,15 @@ def test_check_rows_names_the_key():
     with pytest.raises(ValueError, match=r"rollout.batch_size=6 does not split over the mesh's "
                                          r"data axes \(size 4\); allowed: multiples of 4"):
         sharding.check_rows(mesh, None, 6, "rollout.batch_size")
+
+
+def test_lower_gives_the_memory_per_device_of_the_sharded_program():
+    """`ShardedJit.lower` on abstract arguments: XLA's memory analysis counts each device's shard
+    (an [8, 1024] float32 batch split 8 ways is 4 KiB a device; replicated, 32 KiB)."""
+    mesh = sharding.make_mesh((8, 1, 1))
+    x = jax.ShapeDtypeStruct((8, 1024), jnp.float32)
+    sizes = {}
+    for role in (sharding.ROWS, sharding.REPLICATED):
+        f = sharding.sharded_jit(lambda a: a * 2, mesh, in_specs=(role,), out_specs=role)
+        sizes[role] = f.lower(x).compile().memory_analysis().argument_size_in_bytes
+    assert sizes == {sharding.ROWS: 4 * 1024, sharding.REPLICATED: 8 * 4 * 1024}
