@@ -17,6 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from rlx import algos, diagnostics, sharding
 from rlx.rollout import run_episodes
@@ -201,17 +202,25 @@ class Run:
             return {"train": TrainState.create(params, self.rl_opt, critic, self.critic_opt),
                     "ref": params}
 
-        # The shardings a fresh state gets when built under jit with its params constrained to
-        # their logical shardings: optimizer moments follow the params, counters are
-        # replicated. Orbax restores straight into these.
+        # The shardings of a fresh state built under jit with its params, and every
+        # param-shaped part of the optimizer state (AdamW's moments), constrained to the params'
+        # logical shardings; counters are replicated. Orbax restores straight into these.
+        def constrain(params, opt_state, shardings, optimizer):
+            moments = optax.tree_map_params(optimizer, jax.lax.with_sharding_constraint,
+                                            opt_state, shardings, transform_non_params=lambda x: x)
+            return jax.lax.with_sharding_constraint(params, shardings), moments
+
         def constrained():
             state = make()
             train = state["train"]
-            params = jax.lax.with_sharding_constraint(train.params, self.param_sh)
+            params, opt_state = constrain(train.params, train.opt_state, self.param_sh,
+                                          self.sft_opt if stage == SFT else self.rl_opt)
+            train = train.replace(params=params, opt_state=opt_state)
             if train.critic_params is not None:
-                train = train.replace(critic_params=jax.lax.with_sharding_constraint(
-                    train.critic_params, self.critic_sh))
-            out = {"train": train.replace(params=params)}
+                critic, critic_opt_state = constrain(train.critic_params, train.critic_opt_state,
+                                                     self.critic_sh, self.critic_opt)
+                train = train.replace(critic_params=critic, critic_opt_state=critic_opt_state)
+            out = {"train": train}
             if "ref" in state:
                 out["ref"] = jax.lax.with_sharding_constraint(state["ref"], self.param_sh)
             return out

@@ -198,3 +198,20 @@ def test_rl_config_reads_every_rl_setting_once():
         "mis", "sequence", 3.0)
     assert cfg.temperature == 1.0 and cfg.kl_reward_coef == 0.1   # greedy: untempered
     hash(cfg)   # a static argument of the jitted stages
+
+
+def test_adamw_moments_are_sharded_like_their_params():
+    """Under fsdp the optimizer state must split like the parameters; replicated moments would
+    keep 2/3 of the train state whole on every device (bench_memory found it so)."""
+    from rlx.train import setup as setup_lib
+    from rlx.train.step import RL, Run
+    from tests.train.test_loop import small_config
+
+    run = Run(setup_lib.build(small_config(**{"mesh.shape": (1, 8, 1)})))
+    train = run.abstract_state(RL)["train"]
+    pairs = []
+    optax.tree_map_params(run.rl_opt, lambda m, p: pairs.append((m.sharding, p.sharding)),
+                          train.opt_state, train.params, transform_non_params=lambda x: x)
+    assert len(pairs) == 2 * len(jax.tree.leaves(train.params))   # AdamW's mu and nu
+    assert all(m == p for m, p in pairs)
+    assert any("fsdp" in str(p.spec) for _, p in pairs)
