@@ -52,7 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if finished is not None:
         ckpt.close()
         say(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
-              f"rl_step={config.rl.steps}); its summary:\n{finished['text']}", flush=True)
+            f"rl_step={config.rl.steps}); its summary:\n{finished['text']}", flush=True)
         return finished
     run = Run(s)
     keys = run_keys(config)
@@ -65,7 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             lambda m: run.abstract_state(m["stage"]))
         state = jax.device_put(state, run.state_sh[meta["stage"]])
         say(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
-              f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
+            f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
         # Steps logged after the checkpoint are about to be redone: drop them from the log.
         done = {SFT: meta["sft_step"], "sft_eval": meta["sft_step"], RL: meta["rl_step"],
                 "eval": meta["rl_step"]}
