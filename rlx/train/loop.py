@@ -42,7 +42,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     t_start = time.perf_counter()
     lead = sharding.is_lead()   # the process that writes files and prints
-    say = print if lead else (lambda *args, **kwargs: None)
     s = setup_lib.build(config)  # validates the config before anything compiles
     ensure_writable(workdir)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
@@ -51,8 +50,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     finished = _finished_summary(workdir, ckpt, config)
     if finished is not None:
         ckpt.close()
-        say(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
-            f"rl_step={config.rl.steps}); its summary:\n{finished['text']}", flush=True)
+        _say(f"{workdir} holds a finished run (sft_step={config.sft.steps}, "
+             f"rl_step={config.rl.steps}); its summary:\n{finished['text']}")
         return finished
     run = Run(s)
     keys = run_keys(config)
@@ -64,8 +63,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state, meta, latest = ckpt.restore_newest_intact(
             lambda m: run.abstract_state(m["stage"]))
         state = jax.device_put(state, run.state_sh[meta["stage"]])
-        say(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
-            f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})", flush=True)
+        _say(f"resumed from {ckpt.directory} step {latest} ({meta['stage']} "
+             f"sft_step={meta['sft_step']} rl_step={meta['rl_step']})")
         # Steps logged after the checkpoint are about to be redone: drop them from the log.
         done = {SFT: meta["sft_step"], "sft_eval": meta["sft_step"], RL: meta["rl_step"],
                 "eval": meta["rl_step"]}
@@ -166,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     summary = _summarize(workdir, meta.get("warm_start", {}), final,
                          time.perf_counter() - t_start, write=lead)
     _print_eval("final", final)
-    say(summary["text"], flush=True)
+    _say(summary["text"])
     return summary
 
 
@@ -206,12 +205,16 @@ CURVES = (
 )
 
 
+def _say(text: str) -> None:
+    """Prints in the process that writes files (the only one, unless several run)."""
+    if sharding.is_lead():
+        print(text, flush=True)
+
+
 def _print_eval(label: str, ev: dict) -> None:
-    if not sharding.is_lead():
-        return
     keys = [k for k in ("train/success", "heldout/success", "train/reward", "heldout/reward")
             if k in ev]
-    print(f"[{label}] " + "  ".join(f"{k}={ev[k]:.3f}" for k in keys), flush=True)
+    _say(f"[{label}] " + "  ".join(f"{k}={ev[k]:.3f}" for k in keys))
 
 
 def _summarize(workdir: str, warm: dict, final: dict, wall: float, write: bool = True) -> dict:

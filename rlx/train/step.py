@@ -139,9 +139,6 @@ class Run:
             (rl_train, rows, rep), (rl_train, rep), donate_argnums=0)
         self.prepare = jit(make_prepare(s), (self.param_sh, self.param_sh, self.critic_sh, rows,
                                              rows), (rows, rep))
-        self._init = jit(s.policy.init, (rep,), self.param_sh)
-        self._init_critic = None if s.critic is None else jit(s.critic.init, (rep,),
-                                                              self.critic_sh)
         # One jitted batch maker per stage of `sft.mixture` (see rlx/train/demos.py).
         self.demo_stages = [
             (until, jit(make_demos(s.env, s.env_params, cfg.sft.batch_size, cfg.sft.max_len,
@@ -186,10 +183,10 @@ class Run:
     def init_params(self, key: Array):
         if self.s.init_params is not None:  # a pretrained checkpoint (config.init.hf_path)
             return jax.device_put(self.s.init_params(key), self.param_sh)
-        return self._init(key)
+        return sharding.init_sharded(self.s.policy, key, self.s.mesh, self.s.rules)[0]
 
     def init_critic(self, key: Array):
-        return self._init_critic(key)
+        return sharding.init_sharded(self.s.critic, key, self.s.mesh, self.s.rules)[0]
 
     def abstract_state(self, stage: str):
         """Shapes, dtypes and shardings of the checkpointed pytree for `stage`."""

@@ -26,12 +26,7 @@ def config(overrides: dict | None = None):
     """The scratch config of configs/toolcalc_grpo.py with `overrides` (default: OVERRIDES)."""
     from configs import toolcalc_grpo
     c = toolcalc_grpo.get_config("scratch")
-    for key, value in (OVERRIDES if overrides is None else overrides).items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict(OVERRIDES if overrides is None else overrides)
     return c
 
 

@@ -36,12 +36,7 @@ OVERRIDES = {
 
 def small_config(**extra):
     c = toolcalc_grpo.get_config("scratch")
-    for key, value in {**OVERRIDES, **extra}.items():
-        node = c
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = value
+    c.update_from_flattened_dict({**OVERRIDES, **extra})
     return c
 
 
