@@ -145,25 +145,31 @@ def _can_mount_tmpfs(path):
 
 def test_a_checkpoint_write_to_a_read_only_disk_fails_and_exits(tmp_path):
     """The issue's hang: a save on a file system turned read-only raised, then the interpreter
-    never exited (orbax threads waiting for signals). Needs root to mount a tmpfs."""
+    never exited (orbax threads waiting for signals). As root, a tmpfs remounted read-only
+    (EROFS); otherwise the checkpoint directory made read-only (EACCES; root would ignore it)."""
     mnt = str(tmp_path / "mnt")
-    if not _can_mount_tmpfs(mnt):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+    as_root = _can_mount_tmpfs(mnt)
+    make_read_only = (f"subprocess.run(['mount', '-o', 'remount,ro', {mnt!r}], check=True)"
+                      if as_root else f"os.chmod({mnt!r} + '/ck', 0o555)")
     script = textwrap.dedent(f"""
-        import subprocess, jax.numpy as jnp
+        import os, subprocess, jax.numpy as jnp
         from rlx.train.checkpoint import Checkpointer
         ckpt = Checkpointer({mnt!r} + "/ck")
         ckpt.save(1, {{"a": jnp.ones(3)}}, {{"x": 1}})
-        subprocess.run(["mount", "-o", "remount,ro", {mnt!r}], check=True)
+        {make_read_only}
         ckpt.save(2, {{"a": jnp.ones(3)}}, {{"x": 1}})
     """)
     try:
         proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
     finally:
-        subprocess.run(["umount", mnt], capture_output=True)
+        if as_root:
+            subprocess.run(["umount", mnt], capture_output=True)
+        else:
+            os.chmod(os.path.join(mnt, "ck"), 0o755)
     assert proc.returncode != 0
-    assert f"CheckpointWriteError: [Errno 30] cannot write to {mnt}/ck" in proc.stderr
+    errno = 30 if as_root else 13
+    assert f"CheckpointWriteError: [Errno {errno}] cannot write to {mnt}/ck" in proc.stderr
 
 
 @pytest.mark.parametrize("override,message", [
