@@ -52,20 +52,22 @@ from configs import common, toolcalc_grpo
 
 STAGE1 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage1")
 STAGE2 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage2")
+STAGE3 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage3")
+STAGES = ("stage2", "stage3", "stage4")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a = common.parse_arg(arg, quick=False, steps=0, copy_steps=400, canonical=False,
-                         stage2=False, stage3=False, init="")
-    later = a.stage2 or a.stage3
-    if a.stage2 and a.stage3:
-        raise ValueError("config args stage2 and stage3 do not combine: pick one stage")
+                         init="", **dict.fromkeys(STAGES, False))
+    later = [s for s in STAGES if a[s]]
+    if len(later) > 1:
+        raise ValueError(f"config args {' and '.join(later)} do not combine: pick one stage")
     if a.init and not later:
-        raise ValueError(f"config arg init={a.init!r} is for stage2 and stage3 only (stage 1 "
+        raise ValueError(f"config arg init={a.init!r} is for {', '.join(STAGES)} only (stage 1 "
                          f"starts from random weights)")
     if later and a.canonical:
-        raise ValueError("config args stage2/stage3 and canonical do not combine: the later "
-                         "stages continue the all-axes recipe")
+        raise ValueError(f"config args {later[0]} and canonical do not combine: the later "
+                         f"stages continue the all-axes recipe")
     c = toolcalc_grpo.get_config("scratch,quick" if a.quick else "scratch")
     c.unlock()
     c.rl.steps = 0
@@ -85,6 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if a.stage3:
         c.init.hf_path = a.init or STAGE2
         c.sft.mixture = "recall:2,tool_names:2,tools_only:2,all_axes:3,copy:1"
+    if a.stage4:
+        c.init.hf_path = a.init or STAGE3
+        c.sft.mixture = "glossary:3,recall:1,tool_names:1,tools_only:2,all_axes:3,copy:1"
     if a.canonical:   # its "train" evaluation set is the canonical scaffold it learns
         c.env.train_axes = "none"
     c.sft.max_len = 384      # the longest demos (retried faults) are cut; RL rows stay 512

@@ -24,7 +24,8 @@ from rlx.rollout.scripted import oracle_fn, play
 
 COPY = "copy"
 RECALL = "recall"
-CORPORA = (COPY, RECALL)
+GLOSSARY = "glossary"
+CORPORA = (COPY, RECALL, GLOSSARY)
 
 
 def parse_schedule(spec: str) -> list[tuple[str, int | None]]:
@@ -132,6 +133,84 @@ def recall_rows(key: jax.Array, rows: int, max_len: int, ids: np.ndarray, pad_id
     return tokens.astype(jnp.int32), whole & ~in_list & (q >= 2) & ~twice
 
 
+def glossary_rows(key: jax.Array, rows: int, max_len: int, atoms: np.ndarray, seps: np.ndarray,
+                  words: np.ndarray, marks: np.ndarray, query_id: int, space_id: int,
+                  newline_id: int, pad_id: int, entries: tuple[int, int] = (2, 5),
+                  desc_len: tuple[int, int] = (1, 3)):
+    """`rows` rows packed with glossaries: lists of styled names, each with a description in
+    words, then a query line giving one description, whose name is the target.
+
+    Per row a list size n uniform in `entries` and a description length D uniform in
+    `desc_len`; each piece is n entry lines `mark ␣ name mark' ␣ desc \n` and one query line
+    `? ␣ desc mark' ␣ name \n` (the marks drawn per piece from `marks`, `?` being `query_id`).
+    A name is `atom sep atom` in one casing (`atoms`: [casings, A] ids, `seps`: the separator ids) and a
+    description D ids of `words`. This is the retrieval a tool list asks for (find the entry by
+    its description, copy its name) in a format of its own, over names drawn from every atom:
+    the loss covers the queried name, except where its description's first word occurs twice in
+    the list (ambiguous). The last partial piece is padding."""
+    ks = jax.random.split(key, 8)
+    n = jax.random.randint(ks[0], (rows, 1), entries[0], entries[1] + 1)
+    d = jax.random.randint(ks[1], (rows, 1), desc_len[0], desc_len[1] + 1)
+    width = d + 8                                      # one line, entry or query
+    size = (n + 1) * width
+    pos = jnp.arange(max_len)[None, :]
+    piece, off = pos // size, pos % size
+    line, slot = off // width, off % width             # line == n is the query
+    is_query = line == n
+    per_piece = lambda k, hi: jax.random.randint(k, (rows, max_len), 0, hi)
+    at_piece = lambda x: jnp.take_along_axis(x, piece, axis=1)
+    target = jnp.minimum(at_piece(jax.random.uniform(ks[2], (rows, max_len))) * n,
+                         n - 1).astype(jnp.int32)
+    case = at_piece(per_piece(ks[3], atoms.shape[0]))
+    sep = jnp.asarray(seps)[at_piece(per_piece(ks[4], len(seps)))]
+    mark_pick = jax.random.randint(ks[5], (rows, max_len, 2), 0, len(marks))
+    mark_a, mark_b = (jnp.asarray(marks)[at_piece(mark_pick[..., i])] for i in range(2))
+    # Per entry (piece, line) of the list: two atoms and up to desc_len[1] words.
+    entry = piece * (entries[1] + 1) + jnp.where(is_query, target, line)
+    entry = jnp.clip(entry, 0, max_len - 1)
+    draw_atoms = jax.random.randint(ks[6], (rows, max_len, 2), 0, atoms.shape[1])
+    atom_ids = [jnp.asarray(atoms)[case, jnp.take_along_axis(draw_atoms[..., i], entry, axis=1)]
+                for i in range(2)]
+    draw_words = jax.random.randint(ks[7], (rows, max_len, desc_len[1]), 0, len(words))
+    word_at = lambda j: jnp.asarray(words)[jnp.take_along_axis(draw_words[..., j], entry, axis=1)]
+    # Entry line: mark ␣ a0 sep a1 mark' ␣ w1..wD \n; query line: ? ␣ w1..wD mark' ␣ a0 sep a1 \n.
+    name_at = jnp.where(is_query, slot - d - 4, slot - 2)     # 0, 1, 2 within the name
+    word_j = jnp.where(is_query, slot - 2, slot - 7)          # 0..D-1 within the description
+    in_name = (name_at >= 0) & (name_at < 3)
+    in_desc = (word_j >= 0) & (word_j < d)
+    second_mark = jnp.where(is_query, slot == d + 2, slot == 5)
+    space = (slot == 1) | jnp.where(is_query, slot == d + 3, slot == 6)
+    name_tok = jnp.where(name_at == 0, atom_ids[0], jnp.where(name_at == 1, sep, atom_ids[1]))
+    word_tok = sum(jnp.where(word_j == j, word_at(j), 0) for j in range(desc_len[1]))
+    tokens = jnp.select(
+        [(slot == 0) & is_query, slot == 0, second_mark, space, in_name, in_desc, slot == width - 1],
+        [query_id, mark_a, mark_b, space_id, name_tok, word_tok, newline_id], pad_id)
+    whole = (piece + 1) * size <= max_len
+    tokens = jnp.where(whole, tokens, pad_id)
+    # A first description word listed twice makes the query ambiguous: no loss on that piece.
+    first_word = lambda e: jnp.asarray(words)[jnp.take_along_axis(
+        draw_words[..., 0], jnp.clip(piece * (entries[1] + 1) + e, 0, max_len - 1), axis=1)]
+    wanted = first_word(target)
+    twice = sum(((e < n) & (e != target) & (first_word(e) == wanted)).astype(jnp.int32)
+                for e in range(entries[1])) > 0
+    return tokens.astype(jnp.int32), whole & is_query & in_name & ~twice
+
+
+def glossary_ids(tokenizer, tables) -> dict:
+    """The id tables `glossary_rows` draws from: every name atom of both splits per casing
+    (padded by cycling), the name separators, lowercase letter-run words, and marks."""
+    n = int(tables.n_atoms.max())
+    atoms = np.stack([np.resize(tables.flat[tables.atom_ref[c, :k, 0]], n)
+                      for c, k in enumerate(tables.n_atoms)])
+    words = np.array([i for i in range(tokenizer.vocab_size)
+                      if (t := tokenizer.decode([i])).isascii() and t.isalpha() and t.islower()
+                      and len(t) >= 2], np.int32)
+    marks = np.array([tables.single(m) for m in "-*+>:=|#~/@"], np.int32)
+    return dict(atoms=atoms, seps=tables.flat[tables.sep_ref[:, 0]], words=words, marks=marks,
+                query_id=tables.single("?"), space_id=tables.single(" "),
+                newline_id=tables.single("\n"), pad_id=tokenizer.pad_id)
+
+
 def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixture: str):
     """A jittable `demos(key) -> (tokens [batch, max_len], loss_mask [batch, max_len])`."""
     sources = parse_mixture(mixture)
@@ -145,6 +224,8 @@ def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixtu
     ids = np.array([i for i in range(tok.vocab_size) if i not in (tok.pad_id, tok.eos_id)
                     and (t := tok.decode([i])) and t.isprintable()], np.int32)
 
+    glossary = glossary_ids(tok, env.tables) if any(s == GLOSSARY for s, _ in sources) else None
+
     def demos(key):
         toks, masks = [], []
         for i, ((source, _), n) in enumerate(zip(sources, counts, strict=True)):
@@ -155,6 +236,8 @@ def make_demos(env, env_params, batch: int, max_len: int, max_rounds: int, mixtu
                 t, m = copy_rows(k, n, max_len, ids, tok.pad_id, tok.eos_id)
             elif source == RECALL:
                 t, m = recall_rows(k, n, max_len, ids, tok.pad_id, tok.eos_id)
+            elif source == GLOSSARY:
+                t, m = glossary_rows(k, n, max_len, **glossary)
             else:
                 params = env_params.replace(vary=jnp.asarray(axes_mask(source)),
                                             split=jnp.zeros_like(env_params.split))

@@ -111,3 +111,63 @@ def test_recall_is_a_mixture_source():
                                   mixture="recall:1,copy:1"))
     toks, mask = (np.asarray(x) for x in fn(jax.random.key(0)))
     assert mask[:2].sum() > 0 and (toks[:2] == env.tokenizer.eos_id).sum() > 10
+
+
+def test_glossary_rows_match_a_numpy_reference():
+    atoms = np.arange(100, 130, dtype=np.int32).reshape(3, 10)     # casing -> atoms
+    seps, words = np.array([40, 41, 42], np.int32), np.arange(200, 260, dtype=np.int32)
+    marks = np.array([50, 51, 52, 53], np.int32)
+    query, space, newline = 60, 61, 62
+    toks, mask = demos.glossary_rows(jax.random.key(3), 16, 256, atoms, seps, words, marks,
+                                     query_id=query, space_id=space, newline_id=newline,
+                                     pad_id=0)
+    toks, mask = np.asarray(toks), np.asarray(mask)
+    shapes, queries = set(), 0
+    for row, m in zip(toks, mask, strict=True):
+        want_mask = np.zeros_like(m)
+        ends = np.flatnonzero(row == newline)
+        lines = np.split(row[: ends[-1] + 1], ends[:-1] + 1)
+        assert (row[ends[-1] + 1:] == 0).all()        # the partial last piece is padding
+        start, entries = 0, []
+        for line in lines:
+            width = len(line)
+            d = width - 8
+            assert 1 <= d <= 3 and line[1] == space and line[-1] == newline
+            if line[0] != query:                      # entry: mark ␣ a0 sep a1 mark' ␣ words \n
+                assert line[0] in marks and line[5] in marks and line[6] == space
+                entries.append((line[2:5], line[7:7 + d], line[0], line[5]))
+                start += width
+                continue
+            # query: ? ␣ words mark' ␣ a0 sep a1 \n, after 2-5 entries of the same shape
+            n = len(entries)
+            assert 2 <= n <= 5 and {len(w) for _, w, _, _ in entries} == {d}
+            assert len({(a, b) for _, _, a, b in entries}) == 1 and line[d + 2] == entries[0][3]
+            names = np.array([e[0] for e in entries])
+            assert np.isin(names[:, 1], seps).all() and len(set(names[:, 1])) == 1
+            case = [c for c in range(3) if np.isin(names[:, [0, 2]], atoms[c]).all()]
+            assert case, names                        # every atom from one casing's row
+            desc, name = line[2:2 + d], line[d + 4:d + 7]
+            hits = [i for i, e in enumerate(entries) if (e[1] == desc).all()]
+            assert hits and any((names[i] == name).all() for i in hits)
+            if sum(e[1][0] == desc[0] for e in entries) == 1:     # unambiguous: the loss
+                pos = start + d + 4
+                want_mask[pos:pos + 3] = True
+                queries += 1
+            shapes.add((n, d))
+            start, entries = start + width, []
+        assert not entries                            # no list without its query
+        np.testing.assert_array_equal(m, want_mask)
+    assert len(shapes) > 5 and queries > 50
+
+
+def test_glossary_is_a_mixture_source_with_names_from_both_splits():
+    env, params = envs.make("toolcalc", num_steps=2, min_steps=1)
+    fn = jax.jit(demos.make_demos(env, params, batch=8, max_len=384, max_rounds=6,
+                                  mixture="glossary:1"))
+    toks, mask = (np.asarray(x) for x in fn(jax.random.key(0)))
+    tok, tables = env.tokenizer, env.tables
+    targets = toks[mask].reshape(-1, 3)               # atom, separator, atom
+    heldout = {int(tables.flat[tables.atom_ref[c, i, 0]]) for c in range(3)
+               for i in range(tables.n_train_atoms[c], tables.n_atoms[c])}
+    assert len(targets) > 50 and np.isin(targets[:, 1], [tok.encode(s)[0] for s in "_.-"]).all()
+    assert 0 < np.isin(targets[:, [0, 2]], list(heldout)).mean() < 0.5
