@@ -148,6 +148,33 @@ def answer_match(traj, task, params) -> Array:
     return got if valid is None else got * _f32(valid)
 
 
+# -- learned and simulated-expert rewards -----------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _reward_model(path: str):
+    from rlx.feedback import reward_model
+    return reward_model.load(path)
+
+
+@register("preference", path="")
+def preference(traj, task, params) -> Array:
+    """The score of a reward model learned from expert preferences (`path`: a directory that
+    `rlx.feedback.reward_model.save` wrote), read at each episode's last token. Flags the experts
+    raised are part of it: a flagged episode lost every comparison it was in."""
+    if not params["path"]:
+        raise ValueError("rewards.preference.path is empty: name a saved reward model directory "
+                         "(python -m experiments.expert_feedback writes one)")
+    rm, rm_params = _reward_model(params["path"])
+    return rm.scores(rm_params, traj.tokens, traj.length)
+
+
+@register("expert_gold")
+def expert_gold(traj, task, params) -> Array:
+    """The simulated expert's hidden criterion (`rlx.feedback.expert.gold`): what its judgements
+    follow and no rule reward sees. Logged with weight 0, it measures what the expert wanted."""
+    from rlx.feedback import expert
+    return expert.gold(traj.info, xp=jnp)
+
+
 # -- composition ------------------------------------------------------------------------------
 def compose(config: Mapping[str, Any], tokenizer=None) -> Callable[[Any, Any], tuple[Array, dict]]:
     """Weighted sum of rewards named in `config`.
