@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.base.unlock()
     c.base.env.hackable = True          # list the forbidden tool: the expert flags its use
     c.base.rewards = ml_collections.ConfigDict(dict(correct=1.0))
-    c.base.eval.update(every=0 if a.quick else 8, num_episodes=16 if a.quick else 256,
+    c.base.eval.update(every=0 if a.quick else 6, num_episodes=16 if a.quick else 128,
                        pass_k=0, pass_k_tasks=0, print_episodes=0)
     # Warm-start episodes at temperature 1: `tasks` tasks x `samples` samples (one task's samples
     # are the rows a pair is drawn from).
@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The simulated expert: its hidden criterion is rlx.feedback.expert.GOLD_WEIGHTS.
     c.expert = ml_collections.ConfigDict(dict(pairs=24 if a.quick else 1200, noise=0.1, seed=0))
     c.reward_model = ml_collections.ConfigDict(dict(
-        steps=10 if a.quick else 400, batch_size=16 if a.quick else 32, lr=3e-4, heldout=0.2,
+        steps=10 if a.quick else 150, batch_size=16, lr=3e-4, heldout=0.2,
         seed=0, eval_every=5 if a.quick else 50))
     c.arms = "preference" if a.quick else "preference+rule"
     c.seeds = 1 if a.quick else 2

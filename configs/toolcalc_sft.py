@@ -7,6 +7,8 @@
     python -m experiments.export_hf --workdir=runs/ws2 --out=rlx/assets/toolcalc_warmstart_stage2
     python -m experiments.train --config=configs/toolcalc_sft.py:stage3 --workdir=runs/ws3
     python -m experiments.export_hf --workdir=runs/ws3 --out=rlx/assets/toolcalc_warmstart
+    python -m experiments.train --config=configs/toolcalc_sft.py:stage4 --workdir=runs/ws4
+    python -m experiments.export_hf --workdir=runs/ws4 --out=rlx/assets/toolcalc_warmstart_stage4
     python -m experiments.train --config=configs/toolcalc_sft.py:canonical --workdir=runs/canon
     python -m experiments.export_hf --workdir=runs/canon --out=rlx/assets/toolcalc_canonical
 
@@ -38,6 +40,10 @@ lists of random ids: find an entry by its one-id description, copy its name) to 
 the hundreds of letter-run pieces of the tokenizer and call-syntax keys drawn per episode
 (`rlx/envs/scaffold/axes.py`), with name-only demos weighted up. Stages 1 and 2 ran when names
 came from 60 syllables and keys from short lists (commit 996cea2 and earlier).
+`stage4` continues stage 3 (by default the shipped `rlx/assets/toolcalc_warmstart`) for 1500
+steps at lr 1e-3, adding the `glossary` corpus (styled names from every atom of both splits,
+found by a description in words, in a format of its own; rlx/train/demos.py) as 3/11 of the rows;
+shipped as `rlx/assets/toolcalc_warmstart_stage4`, not yet the main job's default.
 What each stage reaches is in docs/RESULTS.md ("Warm start");
 rlx/assets/toolcalc_warmstart/metrics.json holds the last stage's curve.
 """
@@ -52,7 +58,7 @@ from configs import common, toolcalc_grpo
 
 STAGE1 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage1")
 STAGE2 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage2")
-STAGE3 = os.path.join(os.path.dirname(toolcalc_grpo.WARMSTART), "toolcalc_warmstart_stage3")
+STAGE3 = toolcalc_grpo.WARMSTART      # the shipped warm start is stage 3
 STAGES = ("stage2", "stage3", "stage4")
 
 
