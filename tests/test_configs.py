@@ -56,9 +56,10 @@ def test_bad_config_args_name_the_key(arg, match):
 
 
 @pytest.mark.parametrize("arg,match", [
-    ("init=/x", r"init='/x' is for stage2 and stage3 only"),
+    ("init=/x", r"init='/x' is for stage2, stage3, stage4 only"),
     ("stage2,stage3", "stage2 and stage3 do not combine"),
-    ("stage3,canonical", "stage2/stage3 and canonical do not combine"),
+    ("stage3,stage4", "stage3 and stage4 do not combine"),
+    ("stage3,canonical", "stage3 and canonical do not combine"),
 ])
 def test_sft_config_refuses_args_that_do_not_combine(arg, match):
     with pytest.raises(ValueError, match=match):
