@@ -48,7 +48,7 @@ def collect(config: ml_collections.ConfigDict, store: EpisodeStore) -> int:
     total, comps = s.reward_fn(traj, traj.task)
     return len(store.add_episodes(records_from_trajectory(
         jax.device_get(traj), s.tokenizer, run="warmstart", step=0, total=total,
-        components=comps)))
+        components=comps, scaffold=evaluation.scaffold_labels(s, traj))))
 
 
 def fit_reward_model(config: ml_collections.ConfigDict, store: EpisodeStore, out: str) -> dict:

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     reward REAL,                   -- NULL: not finite
     components TEXT NOT NULL,      -- JSON {name: value}
     info TEXT NOT NULL,            -- JSON {name: value}: the env's episode info
+    scaffold TEXT NOT NULL,        -- JSON {axis: label}: the scaffold variant of every axis
     tokens BLOB NOT NULL,          -- int32 ids of the whole episode
     policy_mask BLOB NOT NULL      -- uint8, 1 where the policy sampled the token
 );
@@ -78,6 +79,7 @@ class EpisodeRecord:
     info: dict[str, float]
     tokens: np.ndarray
     policy_mask: np.ndarray
+    scaffold: dict[str, str] = dataclasses.field(default_factory=dict)
     id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -147,10 +149,10 @@ class EpisodeStore:
         with self._connect(write=True) as db:
             return [db.execute(
                 "INSERT INTO episodes (run, step, task, prompt, rounds, reward, components, "
-                "info, tokens, policy_mask) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "info, scaffold, tokens, policy_mask) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (r.run, int(r.step), r.task, r.prompt, json.dumps(r.rounds),
                  float(r.reward) if np.isfinite(r.reward) else None,
-                 json.dumps(r.components), json.dumps(r.info),
+                 json.dumps(r.components), json.dumps(r.info), json.dumps(r.scaffold),
                  np.asarray(r.tokens, np.int32).tobytes(),
                  np.asarray(r.policy_mask, np.uint8).tobytes())).lastrowid for r in records]
 
@@ -275,6 +277,7 @@ def _record(row: sqlite3.Row) -> EpisodeRecord:
         rounds=json.loads(row["rounds"]),
         reward=np.nan if row["reward"] is None else row["reward"],
         components=json.loads(row["components"]), info=json.loads(row["info"]),
+        scaffold=json.loads(row["scaffold"]),
         tokens=np.frombuffer(row["tokens"], np.int32),
         policy_mask=np.frombuffer(row["policy_mask"], np.uint8).astype(bool))
 
@@ -293,11 +296,15 @@ def _episode_id(field: str, value: Any) -> int:
 
 
 def records_from_trajectory(traj, tokenizer, *, run: str, step: int, total, components,
-                            tasks: Sequence[str] | None = None) -> list[EpisodeRecord]:
+                            tasks: Sequence[str] | None = None,
+                            scaffold: Mapping[str, Sequence[str]] | None = None
+                            ) -> list[EpisodeRecord]:
     """One `EpisodeRecord` per row of a `Trajectory` (host arrays or device arrays): the prompt,
     then rounds split where the policy mask changes (what the policy wrote, what the env
     answered), the composed reward `total` [B] and its `components` {name: [B]}. `tasks` keys the
-    rows' tasks (default: run/step/group, the rows a GRPO group samples from one task)."""
+    rows' tasks (default: run/step/group, the rows a GRPO group samples from one task);
+    `scaffold` {axis: [B] labels} names each row's scaffold variants
+    (`rlx.train.evaluation.scaffold_labels`)."""
     tokens, mask = np.asarray(traj.tokens), np.asarray(traj.policy_mask)
     prompt_len, length = np.asarray(traj.prompt_length), np.asarray(traj.length)
     group = np.asarray(traj.group)
@@ -323,6 +330,8 @@ def records_from_trajectory(traj, tokenizer, *, run: str, step: int, total, comp
             task=tasks[i] if tasks is not None else f"{run}/{int(step)}/{int(group[i])}",
             prompt=tokenizer.decode(ids[: prompt_len[i]].tolist()), rounds=rounds,
             reward=float(total[i]), components={k: float(v[i]) for k, v in comps.items()},
-            info={k: float(v[i]) for k, v in info.items()}, tokens=ids.astype(np.int32),
+            info={k: float(v[i]) for k, v in info.items()},
+            scaffold={k: str(v[i]) for k, v in (scaffold or {}).items()},
+            tokens=ids.astype(np.int32),
             policy_mask=pol.astype(bool)))
     return out

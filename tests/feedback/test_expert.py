@@ -65,6 +65,7 @@ def test_quick_experiment_runs_end_to_end_and_a_rerun_skips_it(tmp_path):
     store = S.EpisodeStore(str(tmp_path / "feedback.sqlite"))
     counts = store.count()
     assert counts["episodes"] == config.collect.tasks * config.collect.samples
+    assert set(store.episode(1).scaffold) >= {"tool_names", "call_syntax", "chat_template"}
     assert counts["judgements"] == config.expert.pairs
     fit = json.loads((tmp_path / "reward_model.json").read_text())
     assert fit["pairs"] == len(store.preferences()[0]) > 0

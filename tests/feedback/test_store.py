@@ -15,7 +15,7 @@ def record(task: str, reward: float, tokens, run="r", step=0) -> S.EpisodeRecord
     return S.EpisodeRecord(run=run, step=step, task=task, prompt="p", rounds=[
         {"policy": "<tool_call>x</tool_call>", "env": "3"}], reward=reward,
         components={"correct": reward}, info={"tool_calls": 1.0}, tokens=tokens,
-        policy_mask=tokens % 2 == 0)
+        policy_mask=tokens % 2 == 0, scaffold={"tool_names": "_lower"})
 
 
 def filled(tmp_path) -> tuple[S.EpisodeStore, list[int]]:
@@ -141,7 +141,8 @@ def test_records_from_a_trajectory_split_rounds_where_the_policy_mask_changes():
                            length=np.array([len(row), len(prompt)]), group=np.array([3, 3]),
                            info={"correct": np.array([1, 0]), "per_step": np.zeros((2, 4))})
     recs = S.records_from_trajectory(traj, tok, run="main", step=5, total=np.array([1.0, 0.0]),
-                                     components={"correct": np.array([1.0, 0.0])})
+                                     components={"correct": np.array([1.0, 0.0])},
+                                     scaffold={"chat_template": np.array(["chatml", "xml"])})
     assert recs[0].prompt == "Q: 2+3?" and recs[0].task == recs[1].task == "main/5/3"
     assert recs[0].rounds == [{"policy": "<tool_call>add</tool_call>",
                                "env": "<|im_start|>tool\n5"},
@@ -149,3 +150,4 @@ def test_records_from_a_trajectory_split_rounds_where_the_policy_mask_changes():
     assert recs[0].info == {"correct": 1.0} and recs[0].components == {"correct": 1.0}
     np.testing.assert_array_equal(recs[0].tokens, row)
     assert recs[1].rounds == [] and recs[1].reward == 0.0
+    assert [r.scaffold for r in recs] == [{"chat_template": "chatml"}, {"chat_template": "xml"}]

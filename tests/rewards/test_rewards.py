@@ -142,7 +142,8 @@ def test_reward_matches_reference_jit_vmap(name, traj, tmp_path):
     # vmapped over a leading axis of several batches.
     stacked = jax.tree.map(lambda x: jnp.stack([x, x, x]), traj)
     got3 = jax.jit(jax.vmap(lambda t: fn(t, t.task, params)))(stacked)
-    np.testing.assert_allclose(np.asarray(got3), np.stack([want] * 3), rtol=1e-5, atol=1e-6)
+    rtol = 1e-5 if name == "preference" else 1e-6    # a model's matmuls, batched differently
+    np.testing.assert_allclose(np.asarray(got3), np.stack([want] * 3), rtol=rtol, atol=1e-6)
 
 
 def test_known_values(traj):
